@@ -1,0 +1,425 @@
+//! One log entry in, one [`Transition`] out: the writes, the change-feed events and the
+//! response of that revision. A refused command produces no writes and no events
+//! (only the memory of its request id, so a retry gets the same refusal).
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Command, Envelope, Outcome, Response};
+use crate::department::{Department, DepartmentSpec, Role};
+use crate::event::{Event, EventRecord, RecordKind};
+use crate::item::{self, ChangeCause, Item, ItemContent, ItemStatus};
+use crate::state::{decode, encode, keys, StateRead, Write};
+use crate::validate::{self, MAX_TEXT_CHARS};
+use crate::{DomainError, Failure, StorageFault};
+
+/// At most this many remembered request ids are forgotten by one tick, so a tick
+/// stays a small log entry to apply.
+pub const MAX_PURGE_PER_TICK: usize = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Transition {
+    /// In key order, so every replica writes the same bytes in the same order.
+    pub writes: Vec<Write>,
+    pub events: Vec<Event>,
+    pub response: Response,
+}
+
+impl Default for Response {
+    fn default() -> Self {
+        Response { revision: 0, result: Ok(Outcome::Nothing), replayed: false }
+    }
+}
+
+/// What is remembered of an applied request id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DedupRecord {
+    response: Response,
+    at_ms: i64,
+}
+
+/// Applies `env` as revision `revision` to the state `view`.
+pub fn apply(view: &dyn StateRead, env: &Envelope, revision: u64) -> Result<Transition, StorageFault> {
+    if !env.request_id.is_empty() {
+        let key = keys::dedup(&env.actor, &env.request_id);
+        if let Some(bytes) = view.get(&key)? {
+            let mut record: DedupRecord = decode(&key, &bytes)?;
+            record.response.replayed = true;
+            return Ok(Transition { writes: vec![], events: vec![], response: record.response });
+        }
+    }
+    let mut tx = Tx { base: view, env, revision, writes: BTreeMap::new(), events: vec![] };
+    let result = match execute(&mut tx, &env.command) {
+        Ok(outcome) => Ok(outcome),
+        Err(Failure::Refused(e)) => {
+            tx.writes.clear();
+            tx.events.clear();
+            Err(e)
+        }
+        Err(Failure::Fault(f)) => return Err(f),
+    };
+    let response = Response { revision, result, replayed: false };
+    if !env.request_id.is_empty() {
+        let record = DedupRecord { response: response.clone(), at_ms: env.timestamp_ms };
+        tx.put(keys::dedup(&env.actor, &env.request_id), &record);
+        tx.writes.insert(keys::dedup_by_time(env.timestamp_ms, &env.actor, &env.request_id), Some(vec![]));
+    }
+    Ok(Transition { writes: tx.writes.into_iter().collect(), events: tx.events, response })
+}
+
+/// Whether a tick at `now_ms` would have work to do, so an idle leader proposes none.
+pub fn tick_due(view: &dyn StateRead, now_ms: i64, dedup_retention_ms: i64) -> Result<bool, StorageFault> {
+    let oldest = view.scan(keys::DEDUP_BY_TIME, None, 1)?;
+    Ok(match oldest.first() {
+        Some((key, _)) => dedup_time(key).is_some_and(|t| t < now_ms - dedup_retention_ms),
+        None => false,
+    })
+}
+
+fn dedup_time(key: &str) -> Option<i64> {
+    key.strip_prefix(keys::DEDUP_BY_TIME)?.get(..20)?.parse().ok()
+}
+
+/// The writes of one command, readable before they are committed.
+struct Tx<'a> {
+    base: &'a dyn StateRead,
+    env: &'a Envelope,
+    revision: u64,
+    writes: BTreeMap<String, Option<Vec<u8>>>,
+    events: Vec<Event>,
+}
+
+impl Tx<'_> {
+    fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageFault> {
+        let bytes = match self.writes.get(key) {
+            Some(pending) => pending.clone(),
+            None => self.base.get(key)?,
+        };
+        bytes.map(|b| decode(key, &b)).transpose()
+    }
+
+    fn put<T: Serialize>(&mut self, key: String, value: &T) {
+        self.writes.insert(key, Some(encode(value)));
+    }
+
+    fn now(&self) -> i64 {
+        self.env.timestamp_ms
+    }
+
+    fn emit(&mut self, kind: RecordKind, key: String, action: &str, departments: Vec<String>, record: EventRecord) {
+        self.events.push(Event {
+            revision: self.revision,
+            kind,
+            key,
+            action: action.to_string(),
+            actor: self.env.actor.clone(),
+            timestamp_ms: self.env.timestamp_ms,
+            departments,
+            record,
+        });
+    }
+
+    /// The acting department; an unregistered department may do nothing.
+    fn actor(&self) -> Result<Department, Failure> {
+        self.get::<Department>(&keys::department(&self.env.actor))?
+            .ok_or_else(|| DomainError::denied(format!("department {} is not registered", self.env.actor)).into())
+    }
+
+    fn item(&self, id: &str) -> Result<Item, Failure> {
+        self.get::<Item>(&keys::item(id))?.ok_or_else(|| DomainError::not_found("item", id).into())
+    }
+
+    fn save_item(&mut self, item: &Item, action: &str, mut departments: Vec<String>) {
+        self.put(keys::item(&item.id), item);
+        self.put(keys::item_version(&item.id, item.version), item);
+        departments.sort();
+        departments.dedup();
+        self.emit(RecordKind::Item, item.id.clone(), action, departments, EventRecord::Item(item.clone()));
+    }
+
+    /// Every department named in `content` must be registered.
+    fn require_registered(&self, content: &ItemContent) -> Result<(), Failure> {
+        let duties = std::iter::once(("content.lead".to_string(), &content.lead))
+            .chain(content.cooperating.iter().enumerate().map(|(i, d)| (format!("content.cooperating[{i}]"), d)));
+        for (path, duty) in duties {
+            if self.get::<Department>(&keys::department(&duty.department))?.is_none() {
+                return Err(DomainError::invalid(
+                    format!("{path}.department"),
+                    format!("unknown department {}", duty.department),
+                )
+                .into());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_expected(expected: Option<u64>, actual: u64) -> Result<(), DomainError> {
+    match expected {
+        Some(e) if e != actual => Err(DomainError::RevisionMismatch { expected: e, actual }),
+        _ => Ok(()),
+    }
+}
+
+fn execute(tx: &mut Tx, command: &Command) -> Result<Outcome, Failure> {
+    match command {
+        Command::Bootstrap { departments } => bootstrap(tx, departments),
+        Command::RegisterDepartment { department, expected_revision } => {
+            register_department(tx, department, *expected_revision)
+        }
+        Command::Tick { dedup_retention_ms } => tick(tx, *dedup_retention_ms),
+        Command::CreateItem { content } => create_item(tx, content),
+        Command::UpdateDraft { id, content, expected_revision } => update_draft(tx, id, content, *expected_revision),
+        Command::SubmitForReview { id, expected_revision } => {
+            let item = tx.item(id)?;
+            item::require_lead(&item, &tx.env.actor, "submit")?;
+            check_expected(*expected_revision, item.updated_revision)?;
+            item::require_status(&item, "submit", &[ItemStatus::Draft, ItemStatus::Rejected])?;
+            transition(tx, item, ItemStatus::InReview, "item.submitted")
+        }
+        Command::ReviewItem { id, approve, opinion, expected_revision } => {
+            review_item(tx, id, *approve, opinion, *expected_revision)
+        }
+        Command::PublishItem { id, expected_revision } => publish_item(tx, id, *expected_revision),
+        Command::ReviseItem { id, cause, change_note, content, expected_revision } => {
+            revise_item(tx, id, *cause, change_note, content, *expected_revision)
+        }
+        Command::AbolishItem { id, reason, expected_revision } => abolish_item(tx, id, reason, *expected_revision),
+    }
+}
+
+fn bootstrap(tx: &mut Tx, specs: &[DepartmentSpec]) -> Result<Outcome, Failure> {
+    if tx.get::<bool>(keys::BOOTSTRAPPED)?.is_some() {
+        return Err(DomainError::precondition("the cluster is already bootstrapped").into());
+    }
+    if specs.is_empty() {
+        return Err(DomainError::invalid("departments", "at least one department is required").into());
+    }
+    for (i, spec) in specs.iter().enumerate() {
+        spec.validate(&format!("departments[{i}]"))?;
+        if tx.get::<Department>(&keys::department(&spec.code))?.is_some() {
+            return Err(DomainError::invalid(format!("departments[{i}].code"), format!("{} is listed twice", spec.code)).into());
+        }
+        let dept = Department {
+            spec: spec.clone().normalized(),
+            created_revision: tx.revision,
+            updated_revision: tx.revision,
+        };
+        tx.put(keys::department(&spec.code), &dept);
+        tx.emit(
+            RecordKind::Department,
+            spec.code.clone(),
+            "department.registered",
+            vec![spec.code.clone()],
+            EventRecord::Department(dept.clone()),
+        );
+    }
+    tx.put(keys::BOOTSTRAPPED.to_string(), &true);
+    Ok(Outcome::Bootstrapped { departments: specs.len() as u32 })
+}
+
+fn register_department(tx: &mut Tx, spec: &DepartmentSpec, expected: Option<u64>) -> Result<Outcome, Failure> {
+    spec.validate("department")?;
+    tx.actor()?;
+    let key = keys::department(&spec.code);
+    let existing = tx.get::<Department>(&key)?;
+    check_expected(expected, existing.as_ref().map_or(0, |d| d.updated_revision))?;
+    let dept = Department {
+        spec: spec.clone().normalized(),
+        created_revision: existing.as_ref().map_or(tx.revision, |d| d.created_revision),
+        updated_revision: tx.revision,
+    };
+    let action = if existing.is_some() { "department.updated" } else { "department.registered" };
+    tx.put(key, &dept);
+    tx.emit(RecordKind::Department, spec.code.clone(), action, vec![spec.code.clone()], EventRecord::Department(dept.clone()));
+    Ok(Outcome::Department(dept))
+}
+
+fn tick(tx: &mut Tx, retention_ms: i64) -> Result<Outcome, Failure> {
+    let cutoff = tx.now().saturating_sub(retention_ms.max(0));
+    let expired = tx.base.scan(keys::DEDUP_BY_TIME, None, MAX_PURGE_PER_TICK)?;
+    let mut purged = 0;
+    for (key, _) in expired {
+        match dedup_time(&key) {
+            Some(t) if t < cutoff => {}
+            _ => break,
+        }
+        // key = dedupt/<time:20>/<actor>/<request id>
+        if let Some(rest) = key.get(keys::DEDUP_BY_TIME.len() + 21..) {
+            tx.writes.insert(format!("{}{rest}", keys::DEDUP), None);
+        }
+        tx.writes.insert(key, None);
+        purged += 1;
+    }
+    Ok(Outcome::Ticked { purged_request_ids: purged })
+}
+
+fn create_item(tx: &mut Tx, content: &ItemContent) -> Result<Outcome, Failure> {
+    content.validate("content")?;
+    let actor = tx.actor()?;
+    if content.lead.department != actor.code() {
+        return Err(DomainError::denied(format!(
+            "a department drafts only items it leads: content.lead.department is {}, the caller is {}",
+            content.lead.department,
+            actor.code()
+        ))
+        .into());
+    }
+    tx.require_registered(content)?;
+    let item = Item {
+        id: format!("item-{}", tx.revision),
+        version: 1,
+        status: ItemStatus::Draft,
+        content: content.clone(),
+        cause: ChangeCause::Enact,
+        change_note: String::new(),
+        review: None,
+        published_version: 0,
+        abolish_reason: String::new(),
+        created_revision: tx.revision,
+        updated_revision: tx.revision,
+        created_at_ms: tx.now(),
+        updated_at_ms: tx.now(),
+    };
+    tx.save_item(&item, "item.created", item.departments());
+    Ok(Outcome::Item(item))
+}
+
+/// The content of a later version keeps the item's lead department.
+fn check_same_lead(item: &Item, content: &ItemContent) -> Result<(), DomainError> {
+    if content.lead.department != item.lead() {
+        return Err(DomainError::invalid(
+            "content.lead.department",
+            format!("the lead department of {} is {} and cannot change", item.id, item.lead()),
+        ));
+    }
+    Ok(())
+}
+
+fn update_draft(tx: &mut Tx, id: &str, content: &ItemContent, expected: Option<u64>) -> Result<Outcome, Failure> {
+    content.validate("content")?;
+    let mut item = tx.item(id)?;
+    item::require_lead(&item, &tx.env.actor, "editing")?;
+    check_expected(expected, item.updated_revision)?;
+    item::require_status(&item, "editing", &[ItemStatus::Draft, ItemStatus::Rejected])?;
+    check_same_lead(&item, content)?;
+    tx.require_registered(content)?;
+    let mut departments = item.departments();
+    departments.extend(content.departments());
+    item.content = content.clone();
+    item.status = ItemStatus::Draft;
+    item.updated_revision = tx.revision;
+    item.updated_at_ms = tx.now();
+    tx.save_item(&item, "item.updated", departments);
+    Ok(Outcome::Item(item))
+}
+
+fn transition(tx: &mut Tx, mut item: Item, to: ItemStatus, action: &str) -> Result<Outcome, Failure> {
+    item.status = to;
+    item.updated_revision = tx.revision;
+    item.updated_at_ms = tx.now();
+    let departments = item.departments();
+    tx.save_item(&item, action, departments);
+    Ok(Outcome::Item(item))
+}
+
+fn review_item(tx: &mut Tx, id: &str, approve: bool, opinion: &str, expected: Option<u64>) -> Result<Outcome, Failure> {
+    validate::optional_text("opinion", opinion, MAX_TEXT_CHARS)?;
+    if !approve && opinion.trim().is_empty() {
+        return Err(DomainError::invalid("opinion", "required when rejecting").into());
+    }
+    let actor = tx.actor()?;
+    let mut item = tx.item(id)?;
+    if !actor.has_role(Role::LegalityReviewer) {
+        return Err(DomainError::denied(format!(
+            "legality review is for a department with the LEGALITY_REVIEWER role; {} has none",
+            actor.code()
+        ))
+        .into());
+    }
+    check_expected(expected, item.updated_revision)?;
+    item::require_status(&item, "review", &[ItemStatus::InReview])?;
+    item.review = Some(item::Review {
+        reviewer: actor.code().to_string(),
+        approved: approve,
+        opinion: opinion.to_string(),
+        revision: tx.revision,
+        reviewed_at_ms: tx.now(),
+    });
+    if approve {
+        transition(tx, item, ItemStatus::Approved, "item.approved")
+    } else {
+        transition(tx, item, ItemStatus::Rejected, "item.rejected")
+    }
+}
+
+fn publish_item(tx: &mut Tx, id: &str, expected: Option<u64>) -> Result<Outcome, Failure> {
+    let mut item = tx.item(id)?;
+    item::require_lead(&item, &tx.env.actor, "publishing")?;
+    check_expected(expected, item.updated_revision)?;
+    item::require_status(&item, "publishing", &[ItemStatus::Approved])?;
+    if item.published_version > 0 {
+        let key = keys::item_version(id, item.published_version);
+        if let Some(mut old) = tx.get::<Item>(&key)? {
+            old.status = ItemStatus::Superseded;
+            old.updated_revision = tx.revision;
+            old.updated_at_ms = tx.now();
+            tx.put(key, &old);
+        }
+    }
+    item.published_version = item.version;
+    transition(tx, item, ItemStatus::Published, "item.published")
+}
+
+fn revise_item(
+    tx: &mut Tx,
+    id: &str,
+    cause: ChangeCause,
+    change_note: &str,
+    content: &ItemContent,
+    expected: Option<u64>,
+) -> Result<Outcome, Failure> {
+    if cause == ChangeCause::Enact {
+        return Err(DomainError::invalid("cause", "ENACT is the cause of a first version; a revision is AMEND, REPEAL or INTERPRET").into());
+    }
+    validate::required_text("change_note", change_note, MAX_TEXT_CHARS)?;
+    content.validate("content")?;
+    let item = tx.item(id)?;
+    item::require_lead(&item, &tx.env.actor, "revision")?;
+    check_expected(expected, item.updated_revision)?;
+    item::require_status(&item, "revision", &[ItemStatus::Published])?;
+    check_same_lead(&item, content)?;
+    tx.require_registered(content)?;
+    let mut departments = item.departments();
+    departments.extend(content.departments());
+    let next = Item {
+        id: item.id.clone(),
+        version: item.version + 1,
+        status: ItemStatus::Draft,
+        content: content.clone(),
+        cause,
+        change_note: change_note.to_string(),
+        review: None,
+        published_version: item.published_version,
+        abolish_reason: String::new(),
+        created_revision: tx.revision,
+        updated_revision: tx.revision,
+        created_at_ms: tx.now(),
+        updated_at_ms: tx.now(),
+    };
+    tx.save_item(&next, "item.revised", departments);
+    Ok(Outcome::Item(next))
+}
+
+fn abolish_item(tx: &mut Tx, id: &str, reason: &str, expected: Option<u64>) -> Result<Outcome, Failure> {
+    validate::required_text("reason", reason, MAX_TEXT_CHARS)?;
+    let mut item = tx.item(id)?;
+    item::require_lead(&item, &tx.env.actor, "abolition")?;
+    check_expected(expected, item.updated_revision)?;
+    item::require_status(&item, "abolition", &[ItemStatus::Published])?;
+    item.abolish_reason = reason.to_string();
+    item.published_version = 0;
+    transition(tx, item, ItemStatus::Abolished, "item.abolished")
+}

@@ -1,0 +1,50 @@
+use serde::{Deserialize, Serialize};
+
+/// Every way a command or a query can be refused. The node maps each variant to one
+/// gRPC status code in one place; the variants carry what a caller needs to fix the call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum DomainError {
+    #[error("invalid argument {field}: {reason}")]
+    InvalidArgument { field: String, reason: String },
+    #[error("{kind} {key} not found")]
+    NotFound { kind: String, key: String },
+    #[error("{kind} {key} already exists")]
+    AlreadyExists { kind: String, key: String },
+    #[error("permission denied: {reason}")]
+    PermissionDenied { reason: String },
+    #[error("failed precondition: {reason}")]
+    FailedPrecondition { reason: String },
+    #[error("revision mismatch: expected {expected}, current {actual}")]
+    RevisionMismatch { expected: u64, actual: u64 },
+}
+
+impl DomainError {
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        DomainError::InvalidArgument { field: field.into(), reason: reason.into() }
+    }
+    pub fn not_found(kind: &str, key: impl Into<String>) -> Self {
+        DomainError::NotFound { kind: kind.to_string(), key: key.into() }
+    }
+    pub fn denied(reason: impl Into<String>) -> Self {
+        DomainError::PermissionDenied { reason: reason.into() }
+    }
+    pub fn precondition(reason: impl Into<String>) -> Self {
+        DomainError::FailedPrecondition { reason: reason.into() }
+    }
+}
+
+/// The state view could not be read or held a value that does not decode. This is not
+/// a refusal of the command: the store treats it as fatal for the replica.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("state storage fault: {0}")]
+pub struct StorageFault(pub String);
+
+/// Either a refusal (the caller's problem, returned to them) or a storage fault (the
+/// replica's problem). Lets rule code use `?` on both.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    #[error(transparent)]
+    Refused(#[from] DomainError),
+    #[error(transparent)]
+    Fault(#[from] StorageFault),
+}

@@ -1,0 +1,33 @@
+use serde::{Deserialize, Serialize};
+
+use crate::department::Department;
+use crate::item::Item;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordKind {
+    Department,
+    Item,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventRecord {
+    Department(Department),
+    Item(Item),
+}
+
+/// One change on the feed. A revision emits zero or more events, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub revision: u64,
+    pub kind: RecordKind,
+    pub key: String,
+    /// e.g. `item.published`.
+    pub action: String,
+    pub actor: String,
+    pub timestamp_ms: i64,
+    /// Departments the change concerns (watch filter by department).
+    pub departments: Vec<String>,
+    pub record: EventRecord,
+}

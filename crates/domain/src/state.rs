@@ -1,0 +1,156 @@
+//! The state view `apply` and the queries read, and the key layout of the shared record.
+//!
+//! Keys are UTF-8 strings whose prefixes name the record class, so one ordered
+//! key-value tree holds the whole state and a prefix scan lists one class.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::StorageFault;
+
+/// Read access to the replicated state, provided by the store (sled) or by [`MemState`].
+pub trait StateRead {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageFault>;
+    /// Entries whose key starts with `prefix`, in key order, strictly after `after`
+    /// when given, at most `limit`.
+    fn scan(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<(String, Vec<u8>)>, StorageFault>;
+}
+
+/// One key's new value (`None` deletes it).
+pub type Write = (String, Option<Vec<u8>>);
+
+pub mod keys {
+    pub const DEPARTMENT: &str = "dept/";
+    pub const ITEM: &str = "item/";
+    pub const ITEM_VERSION: &str = "itemv/";
+    pub const DEDUP: &str = "dedup/";
+    pub const DEDUP_BY_TIME: &str = "dedupt/";
+    pub const BOOTSTRAPPED: &str = "meta/bootstrapped";
+
+    pub fn department(code: &str) -> String {
+        format!("{DEPARTMENT}{code}")
+    }
+    pub fn item(id: &str) -> String {
+        format!("{ITEM}{id}")
+    }
+    pub fn item_version(id: &str, version: u32) -> String {
+        format!("{ITEM_VERSION}{id}/{version:010}")
+    }
+    pub fn item_versions(id: &str) -> String {
+        format!("{ITEM_VERSION}{id}/")
+    }
+    pub fn dedup(actor: &str, request_id: &str) -> String {
+        format!("{DEDUP}{actor}/{request_id}")
+    }
+    pub fn dedup_by_time(at_ms: i64, actor: &str, request_id: &str) -> String {
+        // Zero-padded so lexical order is time order (times before 1970 clamp to 0).
+        format!("{DEDUP_BY_TIME}{:020}/{actor}/{request_id}", at_ms.max(0))
+    }
+}
+
+pub fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StorageFault> {
+    serde_json::from_slice(bytes).map_err(|e| StorageFault(format!("value of {key} does not decode: {e}")))
+}
+
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serialising plain data structs to JSON cannot fail (no maps with non-string keys).
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+pub fn get_typed<T: DeserializeOwned>(view: &dyn StateRead, key: &str) -> Result<Option<T>, StorageFault> {
+    match view.get(key)? {
+        Some(bytes) => decode(key, &bytes).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// An in-memory state, for tests and for replaying a log without a store.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MemState {
+    pub map: BTreeMap<String, Vec<u8>>,
+}
+
+impl MemState {
+    pub fn apply_writes(&mut self, writes: &[Write]) {
+        for (k, v) in writes {
+            match v {
+                Some(v) => {
+                    self.map.insert(k.clone(), v.clone());
+                }
+                None => {
+                    self.map.remove(k);
+                }
+            }
+        }
+    }
+}
+
+impl StateRead for MemState {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageFault> {
+        Ok(self.map.get(key).cloned())
+    }
+
+    fn scan(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<(String, Vec<u8>)>, StorageFault> {
+        use std::ops::Bound;
+        let lower = match after {
+            Some(a) => Bound::Excluded(a.to_string()),
+            None => Bound::Included(prefix.to_string()),
+        };
+        Ok(self
+            .map
+            .range((lower, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+}
+
+/// Pending writes over a base view: what a batch of entries has written so far is
+/// visible to the next entry before anything reaches the store.
+pub struct Overlay<'a> {
+    pub base: &'a dyn StateRead,
+    pub writes: &'a BTreeMap<String, Option<Vec<u8>>>,
+}
+
+impl StateRead for Overlay<'_> {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageFault> {
+        match self.writes.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.base.get(key),
+        }
+    }
+
+    fn scan(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<(String, Vec<u8>)>, StorageFault> {
+        use std::ops::Bound;
+        let lower = match after {
+            Some(a) => Bound::Excluded(a.to_string()),
+            None => Bound::Included(prefix.to_string()),
+        };
+        let pending: Vec<(&String, &Option<Vec<u8>>)> = self
+            .writes
+            .range((lower, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .collect();
+        // Each pending write can hide at most one base entry, so this many base
+        // entries are enough to fill `limit` after the merge.
+        let mut merged: BTreeMap<String, Vec<u8>> =
+            self.base.scan(prefix, after, limit.saturating_add(pending.len()))?.into_iter().collect();
+        let base_end = merged.keys().next_back().cloned();
+        let base_full = merged.len() == limit.saturating_add(pending.len());
+        for (k, v) in pending {
+            // Past the last base key of a full base page, the base may hold keys we did
+            // not read: stop there so nothing is skipped.
+            if base_full && base_end.as_ref().is_some_and(|end| k > end) {
+                break;
+            }
+            match v {
+                Some(v) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
+            };
+        }
+        Ok(merged.into_iter().take(limit).collect())
+    }
+}

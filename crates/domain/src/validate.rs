@@ -1,0 +1,101 @@
+//! Field checks. Each returns `DomainError::InvalidArgument` naming the field path, so
+//! a department's integration engineer sees exactly which field to fix.
+
+use crate::DomainError;
+
+pub const MAX_NAME_CHARS: usize = 200;
+pub const MAX_TEXT_CHARS: usize = 4000;
+pub const MAX_SHORT_CHARS: usize = 100;
+pub const MAX_REQUEST_ID_CHARS: usize = 128;
+
+/// Required text: non-empty after trimming, at most `max` characters, no control
+/// characters other than newline and tab.
+pub fn required_text(field: &str, value: &str, max: usize) -> Result<(), DomainError> {
+    if value.trim().is_empty() {
+        return Err(DomainError::invalid(field, "must not be empty"));
+    }
+    optional_text(field, value, max)
+}
+
+/// Optional text: may be empty; otherwise as [`required_text`].
+pub fn optional_text(field: &str, value: &str, max: usize) -> Result<(), DomainError> {
+    let n = value.chars().count();
+    if n > max {
+        return Err(DomainError::invalid(field, format!("{n} characters, at most {max} allowed")));
+    }
+    if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(DomainError::invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// A department code: 2-16 characters of A-Z, 0-9 and `_`, starting with a letter.
+pub fn department_code(field: &str, code: &str) -> Result<(), DomainError> {
+    let ok = (2..=16).contains(&code.len())
+        && code.starts_with(|c: char| c.is_ascii_uppercase())
+        && code.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else if code.is_empty() {
+        Err(DomainError::invalid(field, "must not be empty"))
+    } else {
+        Err(DomainError::invalid(
+            field,
+            format!("{code:?} is not a department code (2-16 of A-Z, 0-9, _, starting with a letter)"),
+        ))
+    }
+}
+
+/// A lower-case identifier such as a supervision field: 1-64 of a-z, 0-9, `_`.
+pub fn slug(field: &str, value: &str) -> Result<(), DomainError> {
+    let ok = (1..=64).contains(&value.len())
+        && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else if value.is_empty() {
+        Err(DomainError::invalid(field, "must not be empty"))
+    } else {
+        Err(DomainError::invalid(field, format!("{value:?} must be 1-64 of a-z, 0-9, _")))
+    }
+}
+
+/// A client-supplied idempotency key: 1-128 printable ASCII characters without `/`.
+pub fn request_id(field: &str, value: &str) -> Result<(), DomainError> {
+    let ok = (1..=MAX_REQUEST_ID_CHARS).contains(&value.len())
+        && value.chars().all(|c| c.is_ascii_graphic() && c != '/');
+    if ok {
+        Ok(())
+    } else {
+        Err(DomainError::invalid(field, "must be 1-128 printable ASCII characters without '/'"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn department_codes() {
+        for ok in ["SAMR", "JUST", "A1", "PSB_2"] {
+            assert!(department_code("d", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "s", "samr", "1SAMR", "SAMR-X", "ABCDEFGHIJKLMNOPQ", "市场"] {
+            assert!(department_code("d", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn text_limits_count_characters_not_bytes() {
+        let name: String = "监".repeat(MAX_NAME_CHARS);
+        assert!(required_text("n", &name, MAX_NAME_CHARS).is_ok());
+        let long = format!("{name}监");
+        let err = required_text("content.name", &long, MAX_NAME_CHARS).unwrap_err();
+        assert_eq!(
+            err,
+            DomainError::invalid("content.name", "201 characters, at most 200 allowed")
+        );
+        assert!(required_text("n", "  ", 10).is_err());
+        assert!(required_text("n", "a\u{0}b", 10).is_err());
+        assert!(required_text("n", "line\nnext", 10).is_ok());
+    }
+}

@@ -1,0 +1,159 @@
+//! openraft storage for Concord on sled: the raft log and vote ([`LogStore`]), the
+//! replicated state machine ([`StateMachine`]) and the read side ([`StoreReader`]).
+//!
+//! # Layout
+//! - [`durability`]: group commit — one `flush` + `fsync` for every batch of appends.
+//! - [`log_store`]: `RaftLogStorage` on the `log` and `raft` trees.
+//! - [`state_machine`]: `RaftStateMachine` on the `sm` tree; calls `concord_domain::apply`.
+//! - [`snapshot`]: the snapshot file format (checksummed dump of the `sm` tree).
+//! - [`reader`]: what the node reads: domain state, events for Watch, applied revision.
+//!
+//! **Architecture invariant:** a log entry is acknowledged to openraft (`LogFlushed`)
+//! only after `fsync` of sled's data file returned; `save_vote` syncs before returning.
+//! The state machine is not synced on apply: after a crash it is a prefix of the log,
+//! and openraft re-applies the rest.
+
+pub mod durability;
+pub mod log_store;
+pub mod reader;
+pub mod snapshot;
+pub mod state_machine;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use concord_domain::{Envelope, Response};
+use serde::{Deserialize, Serialize};
+
+pub use log_store::LogStore;
+pub use reader::StoreReader;
+pub use state_machine::StateMachine;
+
+/// How a member is reached and which department it serves.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub addr: String,
+    pub department: String,
+}
+
+impl fmt::Display for NodeInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.department, self.addr)
+    }
+}
+
+openraft::declare_raft_types!(
+    pub TypeConfig:
+        D = Envelope,
+        R = Response,
+        NodeId = u64,
+        Node = NodeInfo,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = tokio::fs::File,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type NodeId = u64;
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type StorageError = openraft::StorageError<NodeId>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store at {path}: {source}")]
+    Open { path: PathBuf, source: sled::Error },
+    #[error("store I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("store: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("state machine recovery: {0}")]
+    Recovery(#[from] openraft::StorageError<u64>),
+}
+
+/// Store tuning that is not part of the replicated state.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Events kept for Watch replay, counted in revisions behind the applied one.
+    pub event_retention: u64,
+    /// sled page cache, bytes.
+    pub cache_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { event_retention: 100_000, cache_bytes: 64 * 1024 * 1024 }
+    }
+}
+
+pub(crate) struct Shared {
+    pub db: sled::Db,
+    pub log: sled::Tree,
+    pub raft: sled::Tree,
+    pub sm: sled::Tree,
+    pub durability: durability::Durability,
+    pub snapshot_dir: PathBuf,
+    pub applied: tokio::sync::watch::Sender<u64>,
+    /// Held while the state machine is written or dumped into a snapshot, so a
+    /// snapshot is a consistent cut.
+    pub apply_lock: tokio::sync::Mutex<()>,
+    pub options: StoreOptions,
+}
+
+/// Opens (or creates) the store under `dir`.
+pub fn open(dir: &Path, options: StoreOptions) -> Result<(LogStore, StateMachine, StoreReader), StoreError> {
+    let db_path = dir.join("sled");
+    let snapshot_dir = dir.join("snapshots");
+    std::fs::create_dir_all(&snapshot_dir)?;
+    let db = sled::Config::new()
+        .path(&db_path)
+        .cache_capacity(options.cache_bytes)
+        // Durability is ours (see `durability`); sled's own periodic flush stays as a
+        // backstop for the state machine.
+        .flush_every_ms(Some(1000))
+        .open()
+        .map_err(|source| StoreError::Open { path: db_path.clone(), source })?;
+    let log = db.open_tree("log")?;
+    let raft = db.open_tree("raft")?;
+    let sm = db.open_tree("sm")?;
+    let durability = durability::Durability::start(db.clone(), db_path.join("db"))?;
+    let applied = reader::read_applied_index(&sm).unwrap_or(0);
+    let (applied_tx, _) = tokio::sync::watch::channel(applied);
+    let shared = Arc::new(Shared {
+        db,
+        log,
+        raft,
+        sm,
+        durability,
+        snapshot_dir,
+        applied: applied_tx,
+        apply_lock: tokio::sync::Mutex::new(()),
+        options,
+    });
+    let sm = StateMachine::new(shared.clone());
+    sm.recover()?;
+    Ok((LogStore::new(shared.clone()), sm, StoreReader::new(shared)))
+}
+
+pub(crate) fn io_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> std::io::Error {
+    std::io::Error::other(e)
+}
+
+/// Keys of the `sm` tree. Domain state lives under `s/`, events under `e/` and the
+/// state machine's own pointers under `m/`, so one sled batch applies all three.
+pub(crate) mod sm_keys {
+    pub const STATE: &[u8] = b"s/";
+    pub const EVENT: &[u8] = b"e/";
+    pub const LAST_APPLIED: &[u8] = b"m/last_applied";
+    pub const LAST_MEMBERSHIP: &[u8] = b"m/last_membership";
+    pub const OLDEST_EVENT: &[u8] = b"m/oldest_event";
+
+    pub fn state(key: &str) -> Vec<u8> {
+        [STATE, key.as_bytes()].concat()
+    }
+    pub fn event(revision: u64, seq: u32) -> Vec<u8> {
+        [EVENT, &revision.to_be_bytes(), &seq.to_be_bytes()].concat()
+    }
+    pub fn event_start(revision: u64) -> Vec<u8> {
+        [EVENT, &revision.to_be_bytes()].concat()
+    }
+}

@@ -1,0 +1,130 @@
+//! The read side of a replica: domain state, retained events and the applied revision.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use concord_domain::event::Event;
+use concord_domain::{StateRead, StorageFault};
+use openraft::LogId;
+
+use crate::{sm_keys, NodeId, Shared};
+
+/// The domain's view of the `sm` tree.
+pub(crate) struct SledView<'a>(pub &'a sled::Tree);
+
+fn fault(e: impl std::fmt::Display) -> StorageFault {
+    StorageFault(e.to_string())
+}
+
+impl StateRead for SledView<'_> {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageFault> {
+        Ok(self.0.get(sm_keys::state(key)).map_err(fault)?.map(|v| v.to_vec()))
+    }
+
+    fn scan(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<(String, Vec<u8>)>, StorageFault> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(a) => Bound::Excluded(sm_keys::state(a)),
+            None => Bound::Included(sm_keys::state(prefix)),
+        };
+        let full_prefix = sm_keys::state(prefix);
+        let mut out = vec![];
+        for kv in self.0.range((start, Bound::Unbounded)) {
+            let (k, v) = kv.map_err(fault)?;
+            if !k.starts_with(&full_prefix) || out.len() == limit {
+                break;
+            }
+            let key = std::str::from_utf8(&k[sm_keys::STATE.len()..]).map_err(fault)?.to_string();
+            out.push((key, v.to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+pub(crate) fn read_applied_index(sm: &sled::Tree) -> Option<u64> {
+    let bytes = sm.get(sm_keys::LAST_APPLIED).ok()??;
+    let id: Option<LogId<NodeId>> = serde_json::from_slice(&bytes).ok()?;
+    id.map(|l| l.index)
+}
+
+pub(crate) fn compacted_through(sm: &sled::Tree) -> u64 {
+    sm.get(sm_keys::OLDEST_EVENT)
+        .ok()
+        .flatten()
+        .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+        .unwrap_or(0)
+}
+
+/// Cheap to clone; shared by every request handler and watch stream of a node.
+#[derive(Clone)]
+pub struct StoreReader {
+    shared: Arc<Shared>,
+}
+
+impl StoreReader {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        StoreReader { shared }
+    }
+
+    /// The revision (log index) this replica has applied.
+    pub fn applied(&self) -> u64 {
+        *self.shared.applied.borrow()
+    }
+
+    /// Changes whenever the applied revision moves.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.applied.subscribe()
+    }
+
+    /// Waits until `revision` is applied here; false if `timeout` passed first.
+    pub async fn wait_applied(&self, revision: u64, timeout: Duration) -> bool {
+        let mut rx = self.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|applied| *applied >= revision))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Events with revision >= `start`, in order, at most `limit` (a revision's events
+    /// are never split, so the result may exceed `limit` by one revision's worth).
+    pub fn events_from(&self, start: u64, limit: usize) -> Result<Vec<Event>, StorageFault> {
+        let mut out: Vec<Event> = vec![];
+        for kv in self.shared.sm.range(sm_keys::event_start(start)..) {
+            let (k, v) = kv.map_err(fault)?;
+            if !k.starts_with(sm_keys::EVENT) {
+                break;
+            }
+            let ev: Event = serde_json::from_slice(&v).map_err(fault)?;
+            if out.len() >= limit && out.last().is_some_and(|last| last.revision != ev.revision) {
+                break;
+            }
+            out.push(ev);
+        }
+        Ok(out)
+    }
+
+    /// Events of revisions up to this one have been compacted away (0: none).
+    pub fn compacted_through(&self) -> u64 {
+        compacted_through(&self.shared.sm)
+    }
+
+    /// The last log index the current snapshot covers.
+    pub fn snapshot_index(&self) -> Option<u64> {
+        let meta = crate::snapshot::read_meta(&crate::state_machine::current_path(&self.shared)).ok()?;
+        meta.last_log_id.map(|l| l.index)
+    }
+
+    /// Bytes sled uses on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.shared.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+impl StateRead for StoreReader {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageFault> {
+        SledView(&self.shared.sm).get(key)
+    }
+
+    fn scan(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<(String, Vec<u8>)>, StorageFault> {
+        SledView(&self.shared.sm).scan(prefix, after, limit)
+    }
+}

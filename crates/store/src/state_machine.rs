@@ -1,0 +1,297 @@
+//! The replicated state machine: applies committed entries through
+//! `concord_domain::apply`, one sled batch per call, and builds and installs snapshots.
+
+use std::collections::BTreeMap;
+use std::io::SeekFrom;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use concord_domain::{Outcome, Overlay, Response};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftSnapshotBuilder, StorageIOError,
+    StoredMembership,
+};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+
+use crate::reader::SledView;
+use crate::snapshot::{self, Meta};
+use crate::{sm_keys, NodeId, NodeInfo, Shared, StorageError, TypeConfig};
+
+type Entry = openraft::Entry<TypeConfig>;
+
+const INSTALLING: &[u8] = b"m/installing";
+/// Event compaction runs when this many revisions have passed the retention window.
+const COMPACT_EVERY: u64 = 1024;
+
+pub struct StateMachine {
+    shared: Arc<Shared>,
+}
+
+pub(crate) fn current_path(shared: &Shared) -> PathBuf {
+    shared.snapshot_dir.join("current.snap")
+}
+
+fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
+    StorageIOError::new(ErrorSubject::StateMachine, verb, AnyError::error(e.to_string())).into()
+}
+
+fn snap_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
+    StorageIOError::new(ErrorSubject::Snapshot(None), verb, AnyError::error(e.to_string())).into()
+}
+
+static SNAPSHOT_SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl StateMachine {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        StateMachine { shared }
+    }
+
+    fn last_applied(&self) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, NodeInfo>), StorageError> {
+        let sm = &self.shared.sm;
+        let applied = match sm.get(sm_keys::LAST_APPLIED).map_err(|e| sm_err(ErrorVerb::Read, e))? {
+            Some(v) => serde_json::from_slice(&v).map_err(|e| sm_err(ErrorVerb::Read, e))?,
+            None => None,
+        };
+        let membership = match sm.get(sm_keys::LAST_MEMBERSHIP).map_err(|e| sm_err(ErrorVerb::Read, e))? {
+            Some(v) => serde_json::from_slice(&v).map_err(|e| sm_err(ErrorVerb::Read, e))?,
+            None => StoredMembership::default(),
+        };
+        Ok((applied, membership))
+    }
+
+    /// Finishes an install that a crash interrupted (see [`load_snapshot`]).
+    pub fn recover(&self) -> Result<(), StorageError> {
+        if self.shared.sm.get(INSTALLING).map_err(|e| sm_err(ErrorVerb::Read, e))?.is_some() {
+            tracing::warn!("an interrupted snapshot install is completed from the current snapshot file");
+            load_snapshot(&self.shared)?;
+        }
+        Ok(())
+    }
+}
+
+/// Replaces the state machine with the current snapshot file. The `installing` mark
+/// makes the replacement restartable: the file is already durable when it is set.
+fn load_snapshot(shared: &Shared) -> Result<Meta, StorageError> {
+    let path = current_path(shared);
+    let sm = &shared.sm;
+    sm.insert(INSTALLING, b"1".as_slice()).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    shared.durability.sync_now().map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    sm.clear().map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    let mut batch = sled::Batch::default();
+    let mut n = 0;
+    let meta = snapshot::read(&path, |k, v| {
+        batch.insert(k, v);
+        n += 1;
+        if n % 10_000 == 0 {
+            sm.apply_batch(std::mem::take(&mut batch)).map_err(crate::io_err)?;
+        }
+        Ok(())
+    })
+    .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+    batch.insert(sm_keys::LAST_APPLIED, serde_json::to_vec(&meta.last_log_id).map_err(|e| sm_err(ErrorVerb::Write, e))?);
+    batch.insert(
+        sm_keys::LAST_MEMBERSHIP,
+        serde_json::to_vec(&meta.last_membership).map_err(|e| sm_err(ErrorVerb::Write, e))?,
+    );
+    batch.remove(INSTALLING);
+    sm.apply_batch(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    shared.durability.sync_now().map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    shared.applied.send_replace(meta.last_log_id.map_or(0, |l| l.index));
+    Ok(meta)
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, NodeInfo>), StorageError> {
+        self.last_applied()
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let _guard = self.shared.apply_lock.lock().await;
+        let sm = &self.shared.sm;
+        let base = SledView(sm);
+        let mut writes: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
+        let mut batch = sled::Batch::default();
+        let mut responses = vec![];
+        let mut last: Option<LogId<NodeId>> = None;
+        for entry in entries {
+            let revision = entry.log_id.index;
+            last = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => {
+                    responses.push(Response { revision, result: Ok(Outcome::Nothing), replayed: false })
+                }
+                EntryPayload::Normal(envelope) => {
+                    let view = Overlay { base: &base, writes: &writes };
+                    let t = concord_domain::apply(&view, &envelope, revision).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+                    writes.extend(t.writes);
+                    for (seq, event) in t.events.iter().enumerate() {
+                        let bytes = serde_json::to_vec(event).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+                        batch.insert(sm_keys::event(revision, seq as u32), bytes);
+                    }
+                    responses.push(t.response);
+                }
+                EntryPayload::Membership(m) => {
+                    let stored = StoredMembership::new(Some(entry.log_id), m);
+                    let bytes = serde_json::to_vec(&stored).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+                    batch.insert(sm_keys::LAST_MEMBERSHIP, bytes);
+                    responses.push(Response { revision, result: Ok(Outcome::Nothing), replayed: false });
+                }
+            }
+        }
+        let Some(last) = last else { return Ok(responses) };
+        for (k, v) in writes {
+            match v {
+                Some(v) => batch.insert(sm_keys::state(&k), v),
+                None => batch.remove(sm_keys::state(&k)),
+            }
+        }
+        batch.insert(sm_keys::LAST_APPLIED, serde_json::to_vec(&Some(last)).map_err(|e| sm_err(ErrorVerb::Write, e))?);
+        self.compact_events(last.index, &mut batch)?;
+        sm.apply_batch(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.shared.applied.send_replace(last.index);
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder { shared: self.shared.clone() }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let seq = SNAPSHOT_SEQ.fetch_add(1, Ordering::Relaxed);
+        let path = self.shared.snapshot_dir.join(format!("receiving-{}-{seq}.tmp", std::process::id()));
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        Ok(Box::new(file))
+    }
+
+    async fn install_snapshot(&mut self, meta: &Meta, snapshot: Box<tokio::fs::File>) -> Result<(), StorageError> {
+        let shared = self.shared.clone();
+        let _guard = shared.apply_lock.lock().await;
+        // Copy what was received into place, durably, before touching the state.
+        let tmp = shared.snapshot_dir.join("installing.snap.tmp");
+        {
+            let mut src = *snapshot;
+            src.seek(SeekFrom::Start(0)).await.map_err(|e| snap_err(ErrorVerb::Read, e))?;
+            let mut dst = tokio::fs::File::create(&tmp).await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            tokio::io::copy(&mut src, &mut dst).await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            dst.flush().await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            dst.sync_all().await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        }
+        let received = snapshot::verify(&tmp).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        if received.last_log_id != meta.last_log_id {
+            return Err(snap_err(ErrorVerb::Read, "received snapshot does not match its metadata"));
+        }
+        let shared2 = shared.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
+            std::fs::rename(&tmp, current_path(&shared2)).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            sync_dir(&shared2.snapshot_dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            load_snapshot(&shared2)?;
+            remove_stale_files(&shared2);
+            Ok(())
+        })
+        .await
+        .map_err(|e| sm_err(ErrorVerb::Write, e))??;
+        tracing::info!(snapshot = %meta.snapshot_id, last_log = ?meta.last_log_id, "installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let path = current_path(&self.shared);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let meta = snapshot::read_meta(&path).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        let file = tokio::fs::File::open(&path).await.map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        Ok(Some(Snapshot { meta, snapshot: Box::new(file) }))
+    }
+}
+
+impl StateMachine {
+    /// Drops events older than the retention window, in steps, so Watch history
+    /// stays bounded.
+    fn compact_events(&self, applied: u64, batch: &mut sled::Batch) -> Result<(), StorageError> {
+        let retention = self.shared.options.event_retention;
+        let done = crate::reader::compacted_through(&self.shared.sm);
+        if applied < retention + COMPACT_EVERY || applied - retention < done + COMPACT_EVERY {
+            return Ok(());
+        }
+        let cutoff = applied - retention;
+        for kv in self.shared.sm.range(sm_keys::event_start(done)..sm_keys::event_start(cutoff + 1)) {
+            let (k, _) = kv.map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            batch.remove(k);
+        }
+        batch.insert(sm_keys::OLDEST_EVENT, &cutoff.to_be_bytes());
+        Ok(())
+    }
+}
+
+fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn remove_stale_files(shared: &Shared) {
+    if let Ok(entries) = std::fs::read_dir(&shared.snapshot_dir) {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("receiving-") || name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+pub struct SnapshotBuilder {
+    shared: Arc<Shared>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let shared = self.shared.clone();
+        // Applies wait while the state is dumped, so the snapshot is one consistent cut.
+        let guard = shared.apply_lock.lock().await;
+        let shared2 = shared.clone();
+        let meta = tokio::task::spawn_blocking(move || -> Result<Meta, StorageError> {
+            let sm = StateMachine { shared: shared2.clone() };
+            let (last_applied, membership) = sm.last_applied()?;
+            let seq = SNAPSHOT_SEQ.fetch_add(1, Ordering::Relaxed);
+            let snapshot_id = match last_applied {
+                Some(l) => format!("{}-{}-{seq}", l.leader_id.term, l.index),
+                None => format!("0-0-{seq}"),
+            };
+            let meta = Meta { last_log_id: last_applied, last_membership: membership, snapshot_id };
+            let tmp = shared2.snapshot_dir.join(format!("building-{seq}.tmp"));
+            let entries = shared2
+                .sm
+                .iter()
+                .filter(|kv| kv.as_ref().map_or(true, |(k, _)| k.as_ref() != INSTALLING))
+                .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(crate::io_err));
+            snapshot::write(&tmp, &meta, entries).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            std::fs::rename(&tmp, current_path(&shared2)).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            sync_dir(&shared2.snapshot_dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            Ok(meta)
+        })
+        .await
+        .map_err(|e| snap_err(ErrorVerb::Write, e))??;
+        drop(guard);
+        tracing::info!(snapshot = %meta.snapshot_id, last_log = ?meta.last_log_id, "built snapshot");
+        let file = tokio::fs::File::open(current_path(&shared)).await.map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        Ok(Snapshot { meta, snapshot: Box::new(file) })
+    }
+}
