@@ -29,7 +29,11 @@ pub struct Transition {
 
 impl Default for Response {
     fn default() -> Self {
-        Response { revision: 0, result: Ok(Outcome::Nothing), replayed: false }
+        Response {
+            revision: 0,
+            result: Ok(Outcome::Nothing),
+            replayed: false,
+        }
     }
 }
 
@@ -41,16 +45,30 @@ struct DedupRecord {
 }
 
 /// Applies `env` as revision `revision` to the state `view`.
-pub fn apply(view: &dyn StateRead, env: &Envelope, revision: u64) -> Result<Transition, StorageFault> {
+pub fn apply(
+    view: &dyn StateRead,
+    env: &Envelope,
+    revision: u64,
+) -> Result<Transition, StorageFault> {
     if !env.request_id.is_empty() {
         let key = keys::dedup(&env.actor, &env.request_id);
         if let Some(bytes) = view.get(&key)? {
             let mut record: DedupRecord = decode(&key, &bytes)?;
             record.response.replayed = true;
-            return Ok(Transition { writes: vec![], events: vec![], response: record.response });
+            return Ok(Transition {
+                writes: vec![],
+                events: vec![],
+                response: record.response,
+            });
         }
     }
-    let mut tx = Tx { base: view, env, revision, writes: BTreeMap::new(), events: vec![] };
+    let mut tx = Tx {
+        base: view,
+        env,
+        revision,
+        writes: BTreeMap::new(),
+        events: vec![],
+    };
     let result = match execute(&mut tx, &env.command) {
         Ok(outcome) => Ok(outcome),
         Err(Failure::Refused(e)) => {
@@ -60,17 +78,35 @@ pub fn apply(view: &dyn StateRead, env: &Envelope, revision: u64) -> Result<Tran
         }
         Err(Failure::Fault(f)) => return Err(f),
     };
-    let response = Response { revision, result, replayed: false };
+    let response = Response {
+        revision,
+        result,
+        replayed: false,
+    };
     if !env.request_id.is_empty() {
-        let record = DedupRecord { response: response.clone(), at_ms: env.timestamp_ms };
+        let record = DedupRecord {
+            response: response.clone(),
+            at_ms: env.timestamp_ms,
+        };
         tx.put(keys::dedup(&env.actor, &env.request_id), &record);
-        tx.writes.insert(keys::dedup_by_time(env.timestamp_ms, &env.actor, &env.request_id), Some(vec![]));
+        tx.writes.insert(
+            keys::dedup_by_time(env.timestamp_ms, &env.actor, &env.request_id),
+            Some(vec![]),
+        );
     }
-    Ok(Transition { writes: tx.writes.into_iter().collect(), events: tx.events, response })
+    Ok(Transition {
+        writes: tx.writes.into_iter().collect(),
+        events: tx.events,
+        response,
+    })
 }
 
 /// Whether a tick at `now_ms` would have work to do, so an idle leader proposes none.
-pub fn tick_due(view: &dyn StateRead, now_ms: i64, dedup_retention_ms: i64) -> Result<bool, StorageFault> {
+pub fn tick_due(
+    view: &dyn StateRead,
+    now_ms: i64,
+    dedup_retention_ms: i64,
+) -> Result<bool, StorageFault> {
     let oldest = view.scan(keys::DEDUP_BY_TIME, None, 1)?;
     Ok(match oldest.first() {
         Some((key, _)) => dedup_time(key).is_some_and(|t| t < now_ms - dedup_retention_ms),
@@ -79,7 +115,10 @@ pub fn tick_due(view: &dyn StateRead, now_ms: i64, dedup_retention_ms: i64) -> R
 }
 
 fn dedup_time(key: &str) -> Option<i64> {
-    key.strip_prefix(keys::DEDUP_BY_TIME)?.get(..20)?.parse().ok()
+    key.strip_prefix(keys::DEDUP_BY_TIME)?
+        .get(..20)?
+        .parse()
+        .ok()
 }
 
 /// The writes of one command, readable before they are committed.
@@ -108,7 +147,14 @@ impl Tx<'_> {
         self.env.timestamp_ms
     }
 
-    fn emit(&mut self, kind: RecordKind, key: String, action: &str, departments: Vec<String>, record: EventRecord) {
+    fn emit(
+        &mut self,
+        kind: RecordKind,
+        key: String,
+        action: &str,
+        departments: Vec<String>,
+        record: EventRecord,
+    ) {
         self.events.push(Event {
             revision: self.revision,
             kind,
@@ -124,11 +170,15 @@ impl Tx<'_> {
     /// The acting department; an unregistered department may do nothing.
     fn actor(&self) -> Result<Department, Failure> {
         self.get::<Department>(&keys::department(&self.env.actor))?
-            .ok_or_else(|| DomainError::denied(format!("department {} is not registered", self.env.actor)).into())
+            .ok_or_else(|| {
+                DomainError::denied(format!("department {} is not registered", self.env.actor))
+                    .into()
+            })
     }
 
     fn item(&self, id: &str) -> Result<Item, Failure> {
-        self.get::<Item>(&keys::item(id))?.ok_or_else(|| DomainError::not_found("item", id).into())
+        self.get::<Item>(&keys::item(id))?
+            .ok_or_else(|| DomainError::not_found("item", id).into())
     }
 
     fn save_item(&mut self, item: &Item, action: &str, mut departments: Vec<String>) {
@@ -136,15 +186,29 @@ impl Tx<'_> {
         self.put(keys::item_version(&item.id, item.version), item);
         departments.sort();
         departments.dedup();
-        self.emit(RecordKind::Item, item.id.clone(), action, departments, EventRecord::Item(item.clone()));
+        self.emit(
+            RecordKind::Item,
+            item.id.clone(),
+            action,
+            departments,
+            EventRecord::Item(item.clone()),
+        );
     }
 
     /// Every department named in `content` must be registered.
     fn require_registered(&self, content: &ItemContent) -> Result<(), Failure> {
-        let duties = std::iter::once(("content.lead".to_string(), &content.lead))
-            .chain(content.cooperating.iter().enumerate().map(|(i, d)| (format!("content.cooperating[{i}]"), d)));
+        let duties = std::iter::once(("content.lead".to_string(), &content.lead)).chain(
+            content
+                .cooperating
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (format!("content.cooperating[{i}]"), d)),
+        );
         for (path, duty) in duties {
-            if self.get::<Department>(&keys::department(&duty.department))?.is_none() {
+            if self
+                .get::<Department>(&keys::department(&duty.department))?
+                .is_none()
+            {
                 return Err(DomainError::invalid(
                     format!("{path}.department"),
                     format!("unknown department {}", duty.department),
@@ -158,7 +222,10 @@ impl Tx<'_> {
 
 fn check_expected(expected: Option<u64>, actual: u64) -> Result<(), DomainError> {
     match expected {
-        Some(e) if e != actual => Err(DomainError::RevisionMismatch { expected: e, actual }),
+        Some(e) if e != actual => Err(DomainError::RevisionMismatch {
+            expected: e,
+            actual,
+        }),
         _ => Ok(()),
     }
 }
@@ -166,27 +233,49 @@ fn check_expected(expected: Option<u64>, actual: u64) -> Result<(), DomainError>
 fn execute(tx: &mut Tx, command: &Command) -> Result<Outcome, Failure> {
     match command {
         Command::Bootstrap { departments } => bootstrap(tx, departments),
-        Command::RegisterDepartment { department, expected_revision } => {
-            register_department(tx, department, *expected_revision)
-        }
+        Command::RegisterDepartment {
+            department,
+            expected_revision,
+        } => register_department(tx, department, *expected_revision),
         Command::Tick { dedup_retention_ms } => tick(tx, *dedup_retention_ms),
         Command::CreateItem { content } => create_item(tx, content),
-        Command::UpdateDraft { id, content, expected_revision } => update_draft(tx, id, content, *expected_revision),
-        Command::SubmitForReview { id, expected_revision } => {
+        Command::UpdateDraft {
+            id,
+            content,
+            expected_revision,
+        } => update_draft(tx, id, content, *expected_revision),
+        Command::SubmitForReview {
+            id,
+            expected_revision,
+        } => {
             let item = tx.item(id)?;
             item::require_lead(&item, &tx.env.actor, "submit")?;
             check_expected(*expected_revision, item.updated_revision)?;
             item::require_status(&item, "submit", &[ItemStatus::Draft, ItemStatus::Rejected])?;
             transition(tx, item, ItemStatus::InReview, "item.submitted")
         }
-        Command::ReviewItem { id, approve, opinion, expected_revision } => {
-            review_item(tx, id, *approve, opinion, *expected_revision)
-        }
-        Command::PublishItem { id, expected_revision } => publish_item(tx, id, *expected_revision),
-        Command::ReviseItem { id, cause, change_note, content, expected_revision } => {
-            revise_item(tx, id, *cause, change_note, content, *expected_revision)
-        }
-        Command::AbolishItem { id, reason, expected_revision } => abolish_item(tx, id, reason, *expected_revision),
+        Command::ReviewItem {
+            id,
+            approve,
+            opinion,
+            expected_revision,
+        } => review_item(tx, id, *approve, opinion, *expected_revision),
+        Command::PublishItem {
+            id,
+            expected_revision,
+        } => publish_item(tx, id, *expected_revision),
+        Command::ReviseItem {
+            id,
+            cause,
+            change_note,
+            content,
+            expected_revision,
+        } => revise_item(tx, id, *cause, change_note, content, *expected_revision),
+        Command::AbolishItem {
+            id,
+            reason,
+            expected_revision,
+        } => abolish_item(tx, id, reason, *expected_revision),
     }
 }
 
@@ -195,12 +284,21 @@ fn bootstrap(tx: &mut Tx, specs: &[DepartmentSpec]) -> Result<Outcome, Failure> 
         return Err(DomainError::precondition("the cluster is already bootstrapped").into());
     }
     if specs.is_empty() {
-        return Err(DomainError::invalid("departments", "at least one department is required").into());
+        return Err(
+            DomainError::invalid("departments", "at least one department is required").into(),
+        );
     }
     for (i, spec) in specs.iter().enumerate() {
         spec.validate(&format!("departments[{i}]"))?;
-        if tx.get::<Department>(&keys::department(&spec.code))?.is_some() {
-            return Err(DomainError::invalid(format!("departments[{i}].code"), format!("{} is listed twice", spec.code)).into());
+        if tx
+            .get::<Department>(&keys::department(&spec.code))?
+            .is_some()
+        {
+            return Err(DomainError::invalid(
+                format!("departments[{i}].code"),
+                format!("{} is listed twice", spec.code),
+            )
+            .into());
         }
         let dept = Department {
             spec: spec.clone().normalized(),
@@ -217,29 +315,52 @@ fn bootstrap(tx: &mut Tx, specs: &[DepartmentSpec]) -> Result<Outcome, Failure> 
         );
     }
     tx.put(keys::BOOTSTRAPPED.to_string(), &true);
-    Ok(Outcome::Bootstrapped { departments: specs.len() as u32 })
+    Ok(Outcome::Bootstrapped {
+        departments: specs.len() as u32,
+    })
 }
 
-fn register_department(tx: &mut Tx, spec: &DepartmentSpec, expected: Option<u64>) -> Result<Outcome, Failure> {
+fn register_department(
+    tx: &mut Tx,
+    spec: &DepartmentSpec,
+    expected: Option<u64>,
+) -> Result<Outcome, Failure> {
     spec.validate("department")?;
     tx.actor()?;
     let key = keys::department(&spec.code);
     let existing = tx.get::<Department>(&key)?;
-    check_expected(expected, existing.as_ref().map_or(0, |d| d.updated_revision))?;
+    check_expected(
+        expected,
+        existing.as_ref().map_or(0, |d| d.updated_revision),
+    )?;
     let dept = Department {
         spec: spec.clone().normalized(),
-        created_revision: existing.as_ref().map_or(tx.revision, |d| d.created_revision),
+        created_revision: existing
+            .as_ref()
+            .map_or(tx.revision, |d| d.created_revision),
         updated_revision: tx.revision,
     };
-    let action = if existing.is_some() { "department.updated" } else { "department.registered" };
+    let action = if existing.is_some() {
+        "department.updated"
+    } else {
+        "department.registered"
+    };
     tx.put(key, &dept);
-    tx.emit(RecordKind::Department, spec.code.clone(), action, vec![spec.code.clone()], EventRecord::Department(dept.clone()));
+    tx.emit(
+        RecordKind::Department,
+        spec.code.clone(),
+        action,
+        vec![spec.code.clone()],
+        EventRecord::Department(dept.clone()),
+    );
     Ok(Outcome::Department(dept))
 }
 
 fn tick(tx: &mut Tx, retention_ms: i64) -> Result<Outcome, Failure> {
     let cutoff = tx.now().saturating_sub(retention_ms.max(0));
-    let expired = tx.base.scan(keys::DEDUP_BY_TIME, None, MAX_PURGE_PER_TICK)?;
+    let expired = tx
+        .base
+        .scan(keys::DEDUP_BY_TIME, None, MAX_PURGE_PER_TICK)?;
     let mut purged = 0;
     for (key, _) in expired {
         match dedup_time(&key) {
@@ -253,7 +374,9 @@ fn tick(tx: &mut Tx, retention_ms: i64) -> Result<Outcome, Failure> {
         tx.writes.insert(key, None);
         purged += 1;
     }
-    Ok(Outcome::Ticked { purged_request_ids: purged })
+    Ok(Outcome::Ticked {
+        purged_request_ids: purged,
+    })
 }
 
 fn create_item(tx: &mut Tx, content: &ItemContent) -> Result<Outcome, Failure> {
@@ -292,13 +415,22 @@ fn check_same_lead(item: &Item, content: &ItemContent) -> Result<(), DomainError
     if content.lead.department != item.lead() {
         return Err(DomainError::invalid(
             "content.lead.department",
-            format!("the lead department of {} is {} and cannot change", item.id, item.lead()),
+            format!(
+                "the lead department of {} is {} and cannot change",
+                item.id,
+                item.lead()
+            ),
         ));
     }
     Ok(())
 }
 
-fn update_draft(tx: &mut Tx, id: &str, content: &ItemContent, expected: Option<u64>) -> Result<Outcome, Failure> {
+fn update_draft(
+    tx: &mut Tx,
+    id: &str,
+    content: &ItemContent,
+    expected: Option<u64>,
+) -> Result<Outcome, Failure> {
     content.validate("content")?;
     let mut item = tx.item(id)?;
     item::require_lead(&item, &tx.env.actor, "editing")?;
@@ -316,7 +448,12 @@ fn update_draft(tx: &mut Tx, id: &str, content: &ItemContent, expected: Option<u
     Ok(Outcome::Item(item))
 }
 
-fn transition(tx: &mut Tx, mut item: Item, to: ItemStatus, action: &str) -> Result<Outcome, Failure> {
+fn transition(
+    tx: &mut Tx,
+    mut item: Item,
+    to: ItemStatus,
+    action: &str,
+) -> Result<Outcome, Failure> {
     item.status = to;
     item.updated_revision = tx.revision;
     item.updated_at_ms = tx.now();
@@ -325,7 +462,13 @@ fn transition(tx: &mut Tx, mut item: Item, to: ItemStatus, action: &str) -> Resu
     Ok(Outcome::Item(item))
 }
 
-fn review_item(tx: &mut Tx, id: &str, approve: bool, opinion: &str, expected: Option<u64>) -> Result<Outcome, Failure> {
+fn review_item(
+    tx: &mut Tx,
+    id: &str,
+    approve: bool,
+    opinion: &str,
+    expected: Option<u64>,
+) -> Result<Outcome, Failure> {
     validate::optional_text("opinion", opinion, MAX_TEXT_CHARS)?;
     if !approve && opinion.trim().is_empty() {
         return Err(DomainError::invalid("opinion", "required when rejecting").into());
@@ -382,7 +525,11 @@ fn revise_item(
     expected: Option<u64>,
 ) -> Result<Outcome, Failure> {
     if cause == ChangeCause::Enact {
-        return Err(DomainError::invalid("cause", "ENACT is the cause of a first version; a revision is AMEND, REPEAL or INTERPRET").into());
+        return Err(DomainError::invalid(
+            "cause",
+            "ENACT is the cause of a first version; a revision is AMEND, REPEAL or INTERPRET",
+        )
+        .into());
     }
     validate::required_text("change_note", change_note, MAX_TEXT_CHARS)?;
     content.validate("content")?;
@@ -413,7 +560,12 @@ fn revise_item(
     Ok(Outcome::Item(next))
 }
 
-fn abolish_item(tx: &mut Tx, id: &str, reason: &str, expected: Option<u64>) -> Result<Outcome, Failure> {
+fn abolish_item(
+    tx: &mut Tx,
+    id: &str,
+    reason: &str,
+    expected: Option<u64>,
+) -> Result<Outcome, Failure> {
     validate::required_text("reason", reason, MAX_TEXT_CHARS)?;
     let mut item = tx.item(id)?;
     item::require_lead(&item, &tx.env.actor, "abolition")?;

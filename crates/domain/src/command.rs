@@ -20,15 +20,39 @@ pub struct Envelope {
 #[serde(rename_all = "snake_case")]
 pub enum Command {
     /// Seeds the department registry of a new cluster; refused once seeded.
-    Bootstrap { departments: Vec<DepartmentSpec> },
-    RegisterDepartment { department: DepartmentSpec, expected_revision: Option<u64> },
+    Bootstrap {
+        departments: Vec<DepartmentSpec>,
+    },
+    RegisterDepartment {
+        department: DepartmentSpec,
+        expected_revision: Option<u64>,
+    },
     /// Time-driven housekeeping, proposed by the leader.
-    Tick { dedup_retention_ms: i64 },
-    CreateItem { content: ItemContent },
-    UpdateDraft { id: String, content: ItemContent, expected_revision: Option<u64> },
-    SubmitForReview { id: String, expected_revision: Option<u64> },
-    ReviewItem { id: String, approve: bool, opinion: String, expected_revision: Option<u64> },
-    PublishItem { id: String, expected_revision: Option<u64> },
+    Tick {
+        dedup_retention_ms: i64,
+    },
+    CreateItem {
+        content: ItemContent,
+    },
+    UpdateDraft {
+        id: String,
+        content: ItemContent,
+        expected_revision: Option<u64>,
+    },
+    SubmitForReview {
+        id: String,
+        expected_revision: Option<u64>,
+    },
+    ReviewItem {
+        id: String,
+        approve: bool,
+        opinion: String,
+        expected_revision: Option<u64>,
+    },
+    PublishItem {
+        id: String,
+        expected_revision: Option<u64>,
+    },
     ReviseItem {
         id: String,
         cause: ChangeCause,
@@ -36,7 +60,11 @@ pub enum Command {
         content: ItemContent,
         expected_revision: Option<u64>,
     },
-    AbolishItem { id: String, reason: String, expected_revision: Option<u64> },
+    AbolishItem {
+        id: String,
+        reason: String,
+        expected_revision: Option<u64>,
+    },
 }
 
 impl Command {
@@ -61,10 +89,14 @@ impl Command {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
-    Bootstrapped { departments: u32 },
+    Bootstrapped {
+        departments: u32,
+    },
     Department(Department),
     Item(Item),
-    Ticked { purged_request_ids: u32 },
+    Ticked {
+        purged_request_ids: u32,
+    },
     /// Raft-internal entries (blank, membership) that carry no command.
     Nothing,
 }

@@ -56,13 +56,24 @@ impl DepartmentSpec {
     /// Checks every field; `prefix` is the field path of the spec in the request.
     pub fn validate(&self, prefix: &str) -> Result<(), DomainError> {
         validate::department_code(&format!("{prefix}.code"), &self.code)?;
-        validate::required_text(&format!("{prefix}.name"), &self.name, validate::MAX_SHORT_CHARS)?;
-        validate::optional_text(&format!("{prefix}.name_en"), &self.name_en, validate::MAX_SHORT_CHARS)?;
+        validate::required_text(
+            &format!("{prefix}.name"),
+            &self.name,
+            validate::MAX_SHORT_CHARS,
+        )?;
+        validate::optional_text(
+            &format!("{prefix}.name_en"),
+            &self.name_en,
+            validate::MAX_SHORT_CHARS,
+        )?;
         let mut seen = self.roles.clone();
         seen.sort();
         seen.dedup();
         if seen.len() != self.roles.len() {
-            return Err(DomainError::invalid(format!("{prefix}.roles"), "must not repeat a role"));
+            return Err(DomainError::invalid(
+                format!("{prefix}.roles"),
+                "must not repeat a role",
+            ));
         }
         Ok(())
     }
@@ -88,20 +99,104 @@ pub fn default_departments() -> Vec<DepartmentSpec> {
         roles: roles.to_vec(),
     };
     vec![
-        d("SAMR", "市市场监督管理局", "Market Regulation Bureau", Administrative, &[LicensingRegistrar]),
-        d("TRANS", "市交通运输局", "Transport Bureau", Administrative, &[]),
-        d("JUST", "市司法局", "Justice Bureau", Administrative, &[LegalityReviewer, Arbiter]),
-        d("ECO", "市生态环境局", "Ecology and Environment Bureau", Administrative, &[]),
-        d("EMER", "市应急管理局", "Emergency Management Bureau", Administrative, &[]),
-        d("HEALTH", "市卫生健康委员会", "Health Commission", Administrative, &[]),
-        d("HOUSING", "市住房和城乡建设局", "Housing and Urban-Rural Development Bureau", Administrative, &[]),
-        d("URBAN", "市城市管理局", "Urban Management Bureau", Administrative, &[]),
-        d("AGRI", "市农业农村局", "Agriculture and Rural Affairs Bureau", Administrative, &[]),
-        d("WATER", "市水利局", "Water Resources Bureau", Administrative, &[]),
-        d("NDRC", "市发展和改革委员会", "Development and Reform Commission", Administrative, &[CreditAuthority]),
-        d("APPROVAL", "市行政审批服务管理局", "Administrative Approval Bureau", Administrative, &[LicensingBureau]),
-        d("BIGDATA", "市大数据应用局", "Big Data Bureau", Administrative, &[PlatformOperator]),
-        d("PSB", "市公安局", "Public Security Bureau", Judicial, &[CriminalIntake]),
+        d(
+            "SAMR",
+            "市市场监督管理局",
+            "Market Regulation Bureau",
+            Administrative,
+            &[LicensingRegistrar],
+        ),
+        d(
+            "TRANS",
+            "市交通运输局",
+            "Transport Bureau",
+            Administrative,
+            &[],
+        ),
+        d(
+            "JUST",
+            "市司法局",
+            "Justice Bureau",
+            Administrative,
+            &[LegalityReviewer, Arbiter],
+        ),
+        d(
+            "ECO",
+            "市生态环境局",
+            "Ecology and Environment Bureau",
+            Administrative,
+            &[],
+        ),
+        d(
+            "EMER",
+            "市应急管理局",
+            "Emergency Management Bureau",
+            Administrative,
+            &[],
+        ),
+        d(
+            "HEALTH",
+            "市卫生健康委员会",
+            "Health Commission",
+            Administrative,
+            &[],
+        ),
+        d(
+            "HOUSING",
+            "市住房和城乡建设局",
+            "Housing and Urban-Rural Development Bureau",
+            Administrative,
+            &[],
+        ),
+        d(
+            "URBAN",
+            "市城市管理局",
+            "Urban Management Bureau",
+            Administrative,
+            &[],
+        ),
+        d(
+            "AGRI",
+            "市农业农村局",
+            "Agriculture and Rural Affairs Bureau",
+            Administrative,
+            &[],
+        ),
+        d(
+            "WATER",
+            "市水利局",
+            "Water Resources Bureau",
+            Administrative,
+            &[],
+        ),
+        d(
+            "NDRC",
+            "市发展和改革委员会",
+            "Development and Reform Commission",
+            Administrative,
+            &[CreditAuthority],
+        ),
+        d(
+            "APPROVAL",
+            "市行政审批服务管理局",
+            "Administrative Approval Bureau",
+            Administrative,
+            &[LicensingBureau],
+        ),
+        d(
+            "BIGDATA",
+            "市大数据应用局",
+            "Big Data Bureau",
+            Administrative,
+            &[PlatformOperator],
+        ),
+        d(
+            "PSB",
+            "市公安局",
+            "Public Security Bureau",
+            Judicial,
+            &[CriminalIntake],
+        ),
     ]
     .into_iter()
     .map(DepartmentSpec::normalized)

@@ -20,16 +20,26 @@ pub enum DomainError {
 
 impl DomainError {
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        DomainError::InvalidArgument { field: field.into(), reason: reason.into() }
+        DomainError::InvalidArgument {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
     pub fn not_found(kind: &str, key: impl Into<String>) -> Self {
-        DomainError::NotFound { kind: kind.to_string(), key: key.into() }
+        DomainError::NotFound {
+            kind: kind.to_string(),
+            key: key.into(),
+        }
     }
     pub fn denied(reason: impl Into<String>) -> Self {
-        DomainError::PermissionDenied { reason: reason.into() }
+        DomainError::PermissionDenied {
+            reason: reason.into(),
+        }
     }
     pub fn precondition(reason: impl Into<String>) -> Self {
-        DomainError::FailedPrecondition { reason: reason.into() }
+        DomainError::FailedPrecondition {
+            reason: reason.into(),
+        }
     }
 }
 

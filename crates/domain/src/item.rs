@@ -157,7 +157,10 @@ impl ItemContent {
         if self.cooperating.len() > MAX_COOPERATING {
             return Err(DomainError::invalid(
                 f("cooperating"),
-                format!("{} departments, at most {MAX_COOPERATING} allowed", self.cooperating.len()),
+                format!(
+                    "{} departments, at most {MAX_COOPERATING} allowed",
+                    self.cooperating.len()
+                ),
             ));
         }
         let mut seen = vec![self.lead.department.as_str()];
@@ -167,39 +170,64 @@ impl ItemContent {
             if seen.contains(&duty.department.as_str()) {
                 return Err(DomainError::invalid(
                     format!("{path}.department"),
-                    format!("{} is listed more than once (a lead may not also cooperate)", duty.department),
+                    format!(
+                        "{} is listed more than once (a lead may not also cooperate)",
+                        duty.department
+                    ),
                 ));
             }
             seen.push(&duty.department);
         }
         validate::required_text(&f("targets"), &self.targets, MAX_TEXT_CHARS)?;
         if self.methods.is_empty() {
-            return Err(DomainError::invalid(f("methods"), "at least one inspection method is required"));
+            return Err(DomainError::invalid(
+                f("methods"),
+                "at least one inspection method is required",
+            ));
         }
         let mut methods = self.methods.clone();
         methods.sort();
         methods.dedup();
         if methods.len() != self.methods.len() {
-            return Err(DomainError::invalid(f("methods"), "must not repeat a method"));
+            return Err(DomainError::invalid(
+                f("methods"),
+                "must not repeat a method",
+            ));
         }
         if self.mechanisms.len() > MAX_MECHANISMS {
             return Err(DomainError::invalid(
                 f("mechanisms"),
-                format!("{} mechanisms, at most {MAX_MECHANISMS} allowed", self.mechanisms.len()),
+                format!(
+                    "{} mechanisms, at most {MAX_MECHANISMS} allowed",
+                    self.mechanisms.len()
+                ),
             ));
         }
         for (i, m) in self.mechanisms.iter().enumerate() {
             let path = f(&format!("mechanisms[{i}]"));
             validate::required_text(&format!("{path}.name"), &m.name, MAX_NAME_CHARS)?;
-            validate::optional_text(&format!("{path}.document_number"), &m.document_number, MAX_SHORT_CHARS)?;
+            validate::optional_text(
+                &format!("{path}.document_number"),
+                &m.document_number,
+                MAX_SHORT_CHARS,
+            )?;
         }
         if self.public {
             if !self.non_public_reason.is_empty() {
-                return Err(DomainError::invalid(f("non_public_reason"), "must be empty when public is true"));
+                return Err(DomainError::invalid(
+                    f("non_public_reason"),
+                    "must be empty when public is true",
+                ));
             }
         } else {
-            validate::required_text(&f("non_public_reason"), &self.non_public_reason, MAX_TEXT_CHARS)
-                .map_err(|_| DomainError::invalid(f("non_public_reason"), "required when public is false"))?;
+            validate::required_text(
+                &f("non_public_reason"),
+                &self.non_public_reason,
+                MAX_TEXT_CHARS,
+            )
+            .map_err(|_| {
+                DomainError::invalid(f("non_public_reason"), "required when public is false")
+            })?;
         }
         Ok(())
     }
@@ -208,7 +236,11 @@ impl ItemContent {
 fn validate_duty(path: &str, duty: &DepartmentDuty) -> Result<(), DomainError> {
     validate::department_code(&format!("{path}.department"), &duty.department)?;
     validate::required_text(&format!("{path}.duty"), &duty.duty, MAX_TEXT_CHARS)?;
-    validate::required_text(&format!("{path}.legal_basis"), &duty.legal_basis, MAX_TEXT_CHARS)
+    validate::required_text(
+        &format!("{path}.legal_basis"),
+        &duty.legal_basis,
+        MAX_TEXT_CHARS,
+    )
 }
 
 /// Refuses a step from the wrong status, naming both, e.g. "item-7 v2 is PUBLISHED; publish needs APPROVED".
@@ -231,6 +263,10 @@ pub fn require_lead(item: &Item, actor: &str, step: &str) -> Result<(), DomainEr
     if item.lead() == actor {
         Ok(())
     } else {
-        Err(DomainError::denied(format!("{step} of {} is for its lead department {}, not {actor}", item.id, item.lead())))
+        Err(DomainError::denied(format!(
+            "{step} of {} is for its lead department {}, not {actor}",
+            item.id,
+            item.lead()
+        )))
     }
 }

@@ -32,7 +32,11 @@ pub fn departments(view: &dyn StateRead) -> Result<Vec<Department>, Failure> {
 
 /// `version` 0 is the latest version.
 pub fn item(view: &dyn StateRead, id: &str, version: u32) -> Result<Item, Failure> {
-    let key = if version == 0 { keys::item(id) } else { keys::item_version(id, version) };
+    let key = if version == 0 {
+        keys::item(id)
+    } else {
+        keys::item_version(id, version)
+    };
     match get_typed::<Item>(view, &key)? {
         Some(item) => Ok(item),
         None if version == 0 => Err(DomainError::not_found("item", id).into()),
@@ -74,10 +78,18 @@ pub struct ItemFilter {
 
 impl ItemFilter {
     pub fn matches(&self, item: &Item) -> bool {
-        self.lead_department.as_deref().is_none_or(|d| item.lead() == d)
-            && self.involves_department.as_ref().is_none_or(|d| item.departments().contains(d))
+        self.lead_department
+            .as_deref()
+            .is_none_or(|d| item.lead() == d)
+            && self
+                .involves_department
+                .as_ref()
+                .is_none_or(|d| item.departments().contains(d))
             && self.status.is_none_or(|s| item.status == s)
-            && self.field.as_deref().is_none_or(|f| item.content.field == f)
+            && self
+                .field
+                .as_deref()
+                .is_none_or(|f| item.content.field == f)
             && self.level.is_none_or(|l| item.content.level == l)
             && self.public.is_none_or(|p| item.content.public == p)
     }
@@ -108,12 +120,20 @@ pub fn page_size(requested: u32) -> Result<usize, DomainError> {
     match requested {
         0 => Ok(DEFAULT_PAGE_SIZE as usize),
         n if n <= MAX_PAGE_SIZE => Ok(n as usize),
-        n => Err(DomainError::invalid("page_size", format!("{n} is more than {MAX_PAGE_SIZE}"))),
+        n => Err(DomainError::invalid(
+            "page_size",
+            format!("{n} is more than {MAX_PAGE_SIZE}"),
+        )),
     }
 }
 
 /// Latest versions of the items matching `filter`, in id order.
-pub fn items(view: &dyn StateRead, filter: &ItemFilter, page_size: usize, page_token: &str) -> Result<Page<Item>, Failure> {
+pub fn items(
+    view: &dyn StateRead,
+    filter: &ItemFilter,
+    page_size: usize,
+    page_token: &str,
+) -> Result<Page<Item>, Failure> {
     let mut after = decode_page_token(page_token, keys::ITEM)?;
     let mut out = vec![];
     loop {
@@ -128,12 +148,18 @@ pub fn items(view: &dyn StateRead, filter: &ItemFilter, page_size: usize, page_t
                     // Only hand out a token when something may follow.
                     let more = !view.scan(keys::ITEM, Some(k), 1)?.is_empty();
                     let next_page_token = if more { hex::encode(k) } else { String::new() };
-                    return Ok(Page { items: out, next_page_token });
+                    return Ok(Page {
+                        items: out,
+                        next_page_token,
+                    });
                 }
             }
         }
         if exhausted {
-            return Ok(Page { items: out, next_page_token: String::new() });
+            return Ok(Page {
+                items: out,
+                next_page_token: String::new(),
+            });
         }
     }
 }

@@ -15,7 +15,12 @@ pub trait StateRead {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageFault>;
     /// Entries whose key starts with `prefix`, in key order, strictly after `after`
     /// when given, at most `limit`.
-    fn scan(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<(String, Vec<u8>)>, StorageFault>;
+    fn scan(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StorageFault>;
 }
 
 /// One key's new value (`None` deletes it).
@@ -51,7 +56,8 @@ pub mod keys {
 }
 
 pub fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StorageFault> {
-    serde_json::from_slice(bytes).map_err(|e| StorageFault(format!("value of {key} does not decode: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| StorageFault(format!("value of {key} does not decode: {e}")))
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -59,7 +65,10 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
-pub fn get_typed<T: DeserializeOwned>(view: &dyn StateRead, key: &str) -> Result<Option<T>, StorageFault> {
+pub fn get_typed<T: DeserializeOwned>(
+    view: &dyn StateRead,
+    key: &str,
+) -> Result<Option<T>, StorageFault> {
     match view.get(key)? {
         Some(bytes) => decode(key, &bytes).map(Some),
         None => Ok(None),
@@ -92,7 +101,12 @@ impl StateRead for MemState {
         Ok(self.map.get(key).cloned())
     }
 
-    fn scan(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<(String, Vec<u8>)>, StorageFault> {
+    fn scan(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StorageFault> {
         use std::ops::Bound;
         let lower = match after {
             Some(a) => Bound::Excluded(a.to_string()),
@@ -123,7 +137,12 @@ impl StateRead for Overlay<'_> {
         }
     }
 
-    fn scan(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<(String, Vec<u8>)>, StorageFault> {
+    fn scan(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StorageFault> {
         use std::ops::Bound;
         let lower = match after {
             Some(a) => Bound::Excluded(a.to_string()),
@@ -136,8 +155,11 @@ impl StateRead for Overlay<'_> {
             .collect();
         // Each pending write can hide at most one base entry, so this many base
         // entries are enough to fill `limit` after the merge.
-        let mut merged: BTreeMap<String, Vec<u8>> =
-            self.base.scan(prefix, after, limit.saturating_add(pending.len()))?.into_iter().collect();
+        let mut merged: BTreeMap<String, Vec<u8>> = self
+            .base
+            .scan(prefix, after, limit.saturating_add(pending.len()))?
+            .into_iter()
+            .collect();
         let base_end = merged.keys().next_back().cloned();
         let base_full = merged.len() == limit.saturating_add(pending.len());
         for (k, v) in pending {

@@ -21,10 +21,19 @@ pub fn required_text(field: &str, value: &str, max: usize) -> Result<(), DomainE
 pub fn optional_text(field: &str, value: &str, max: usize) -> Result<(), DomainError> {
     let n = value.chars().count();
     if n > max {
-        return Err(DomainError::invalid(field, format!("{n} characters, at most {max} allowed")));
+        return Err(DomainError::invalid(
+            field,
+            format!("{n} characters, at most {max} allowed"),
+        ));
     }
-    if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-        return Err(DomainError::invalid(field, "must not contain control characters"));
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(DomainError::invalid(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(())
 }
@@ -33,7 +42,9 @@ pub fn optional_text(field: &str, value: &str, max: usize) -> Result<(), DomainE
 pub fn department_code(field: &str, code: &str) -> Result<(), DomainError> {
     let ok = (2..=16).contains(&code.len())
         && code.starts_with(|c: char| c.is_ascii_uppercase())
-        && code.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        && code
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
     if ok {
         Ok(())
     } else if code.is_empty() {
@@ -41,7 +52,9 @@ pub fn department_code(field: &str, code: &str) -> Result<(), DomainError> {
     } else {
         Err(DomainError::invalid(
             field,
-            format!("{code:?} is not a department code (2-16 of A-Z, 0-9, _, starting with a letter)"),
+            format!(
+                "{code:?} is not a department code (2-16 of A-Z, 0-9, _, starting with a letter)"
+            ),
         ))
     }
 }
@@ -49,13 +62,18 @@ pub fn department_code(field: &str, code: &str) -> Result<(), DomainError> {
 /// A lower-case identifier such as a supervision field: 1-64 of a-z, 0-9, `_`.
 pub fn slug(field: &str, value: &str) -> Result<(), DomainError> {
     let ok = (1..=64).contains(&value.len())
-        && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if ok {
         Ok(())
     } else if value.is_empty() {
         Err(DomainError::invalid(field, "must not be empty"))
     } else {
-        Err(DomainError::invalid(field, format!("{value:?} must be 1-64 of a-z, 0-9, _")))
+        Err(DomainError::invalid(
+            field,
+            format!("{value:?} must be 1-64 of a-z, 0-9, _"),
+        ))
     }
 }
 
@@ -66,7 +84,10 @@ pub fn request_id(field: &str, value: &str) -> Result<(), DomainError> {
     if ok {
         Ok(())
     } else {
-        Err(DomainError::invalid(field, "must be 1-128 printable ASCII characters without '/'"))
+        Err(DomainError::invalid(
+            field,
+            "must be 1-128 printable ASCII characters without '/'",
+        ))
     }
 }
 
@@ -79,7 +100,15 @@ mod tests {
         for ok in ["SAMR", "JUST", "A1", "PSB_2"] {
             assert!(department_code("d", ok).is_ok(), "{ok}");
         }
-        for bad in ["", "s", "samr", "1SAMR", "SAMR-X", "ABCDEFGHIJKLMNOPQ", "市场"] {
+        for bad in [
+            "",
+            "s",
+            "samr",
+            "1SAMR",
+            "SAMR-X",
+            "ABCDEFGHIJKLMNOPQ",
+            "市场",
+        ] {
             assert!(department_code("d", bad).is_err(), "{bad}");
         }
     }

@@ -1,1 +1,24 @@
+//! A Concord node: the gRPC services department systems call, the raft network
+//! between nodes, forwarding to the leader, read consistency, and configuration.
+//!
+//! # Layout
+//! - [`config`]: TOML + `CONCORD_*` environment, validated.
+//! - [`server`]: wiring config → store → network → Raft → gRPC server.
+//! - [`core`]: writes through the leader, read barriers, membership, ticks, bootstrap.
+//! - [`network`]: openraft's network over the internal `RaftService`, and forwarding.
+//! - [`services`]: one module per gRPC service; handlers validate → propose/read → map.
+//! - [`convert`]: wire ↔ domain types; [`error`]: the one mapping to `tonic::Status`.
+//!
+//! **API boundary:** only this crate knows both prost and domain types.
 
+pub mod config;
+pub mod convert;
+pub mod core;
+pub mod error;
+pub mod network;
+pub mod rpc;
+pub mod server;
+pub mod services;
+
+pub use config::NodeConfig;
+pub use server::{start, start_with_listener, RunningNode, StartError};

@@ -21,16 +21,21 @@ impl Durability {
         let (tx, rx) = mpsc::channel::<Waiter>();
         let worker_db = db.clone();
         let worker_file = file.clone();
-        thread::Builder::new().name("concord-fsync".into()).spawn(move || {
-            while let Ok(first) = rx.recv() {
-                let mut waiters = vec![first];
-                waiters.extend(rx.try_iter());
-                let result = sync(&worker_db, &worker_file);
-                for w in waiters {
-                    w(result.as_ref().map(|_| ()).map_err(|e| std::io::Error::new(e.kind(), e.to_string())));
+        thread::Builder::new()
+            .name("concord-fsync".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut waiters = vec![first];
+                    waiters.extend(rx.try_iter());
+                    let result = sync(&worker_db, &worker_file);
+                    for w in waiters {
+                        w(result
+                            .as_ref()
+                            .map(|_| ())
+                            .map_err(|e| std::io::Error::new(e.kind(), e.to_string())));
+                    }
                 }
-            }
-        })?;
+            })?;
         Ok(Durability { tx, db, file })
     }
 

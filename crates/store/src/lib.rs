@@ -81,7 +81,10 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { event_retention: 100_000, cache_bytes: 64 * 1024 * 1024 }
+        StoreOptions {
+            event_retention: 100_000,
+            cache_bytes: 64 * 1024 * 1024,
+        }
     }
 }
 
@@ -100,7 +103,10 @@ pub(crate) struct Shared {
 }
 
 /// Opens (or creates) the store under `dir`.
-pub fn open(dir: &Path, options: StoreOptions) -> Result<(LogStore, StateMachine, StoreReader), StoreError> {
+pub fn open(
+    dir: &Path,
+    options: StoreOptions,
+) -> Result<(LogStore, StateMachine, StoreReader), StoreError> {
     let db_path = dir.join("sled");
     let snapshot_dir = dir.join("snapshots");
     std::fs::create_dir_all(&snapshot_dir)?;
@@ -111,7 +117,10 @@ pub fn open(dir: &Path, options: StoreOptions) -> Result<(LogStore, StateMachine
         // backstop for the state machine.
         .flush_every_ms(Some(1000))
         .open()
-        .map_err(|source| StoreError::Open { path: db_path.clone(), source })?;
+        .map_err(|source| StoreError::Open {
+            path: db_path.clone(),
+            source,
+        })?;
     let log = db.open_tree("log")?;
     let raft = db.open_tree("raft")?;
     let sm = db.open_tree("sm")?;

@@ -30,17 +30,37 @@ impl LogStore {
         LogStore { shared }
     }
 
-    fn meta<T: DeserializeOwned>(&self, key: &[u8], subject: ErrorSubject<NodeId>) -> Result<Option<T>, StorageError> {
-        let read_err = |e: &dyn std::error::Error| StorageIOError::new(subject.clone(), ErrorVerb::Read, AnyError::error(e.to_string()));
+    fn meta<T: DeserializeOwned>(
+        &self,
+        key: &[u8],
+        subject: ErrorSubject<NodeId>,
+    ) -> Result<Option<T>, StorageError> {
+        let read_err = |e: &dyn std::error::Error| {
+            StorageIOError::new(
+                subject.clone(),
+                ErrorVerb::Read,
+                AnyError::error(e.to_string()),
+            )
+        };
         match self.shared.raft.get(key).map_err(|e| read_err(&e))? {
-            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|e| read_err(&e))?)),
+            Some(bytes) => Ok(Some(
+                serde_json::from_slice(&bytes).map_err(|e| read_err(&e))?,
+            )),
             None => Ok(None),
         }
     }
 
-    fn put_meta<T: Serialize>(&self, key: &[u8], value: &T, subject: ErrorSubject<NodeId>) -> Result<(), StorageError> {
+    fn put_meta<T: Serialize>(
+        &self,
+        key: &[u8],
+        value: &T,
+        subject: ErrorSubject<NodeId>,
+    ) -> Result<(), StorageError> {
         let bytes = serde_json::to_vec(value).map_err(|e| write_err(subject.clone(), &e))?;
-        self.shared.raft.insert(key, bytes).map_err(|e| write_err(subject, &e))?;
+        self.shared
+            .raft
+            .insert(key, bytes)
+            .map_err(|e| write_err(subject, &e))?;
         Ok(())
     }
 }
@@ -50,7 +70,12 @@ fn write_err(subject: ErrorSubject<NodeId>, e: &dyn std::error::Error) -> Storag
 }
 
 fn logs_read_err(e: &dyn std::error::Error) -> StorageError {
-    StorageIOError::new(ErrorSubject::Logs, ErrorVerb::Read, AnyError::error(e.to_string())).into()
+    StorageIOError::new(
+        ErrorSubject::Logs,
+        ErrorVerb::Read,
+        AnyError::error(e.to_string()),
+    )
+    .into()
 }
 
 fn bound_to_key(b: Bound<&u64>, start: bool) -> Bound<[u8; 8]> {
@@ -67,7 +92,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        let range = (bound_to_key(range.start_bound(), true), bound_to_key(range.end_bound(), false));
+        let range = (
+            bound_to_key(range.start_bound(), true),
+            bound_to_key(range.end_bound(), false),
+        );
         let mut out = vec![];
         for kv in self.shared.log.range(range) {
             let (_, v) = kv.map_err(|e| logs_read_err(&e))?;
@@ -89,7 +117,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             None => last_purged,
         };
-        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -100,34 +131,52 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.put_meta(VOTE, vote, ErrorSubject::Vote)?;
         // A vote must be on disk before it is answered, or a restarted node could
         // vote twice in one term.
-        self.shared.durability.sync_now().map_err(|e| write_err(ErrorSubject::Vote, &e))
+        self.shared
+            .durability
+            .sync_now()
+            .map_err(|e| write_err(ErrorSubject::Vote, &e))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
         self.meta(VOTE, ErrorSubject::Vote)
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError> {
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<NodeId>>,
+    ) -> Result<(), StorageError> {
         // Not synced: a lost committed pointer only delays re-applying after a crash.
         self.put_meta(COMMITTED, &committed, ErrorSubject::Store)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError> {
-        Ok(self.meta::<Option<LogId<NodeId>>>(COMMITTED, ErrorSubject::Store)?.flatten())
+        Ok(self
+            .meta::<Option<LogId<NodeId>>>(COMMITTED, ErrorSubject::Store)?
+            .flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let mut batch = sled::Batch::default();
         for entry in entries {
-            let bytes = serde_json::to_vec(&entry).map_err(|e| write_err(ErrorSubject::Logs, &e))?;
+            let bytes =
+                serde_json::to_vec(&entry).map_err(|e| write_err(ErrorSubject::Logs, &e))?;
             batch.insert(&entry.log_id.index.to_be_bytes(), bytes);
         }
-        self.shared.log.apply_batch(batch).map_err(|e| write_err(ErrorSubject::Logs, &e))?;
-        self.shared.durability.after_sync(move |r| callback.log_io_completed(r));
+        self.shared
+            .log
+            .apply_batch(batch)
+            .map_err(|e| write_err(ErrorSubject::Logs, &e))?;
+        self.shared
+            .durability
+            .after_sync(move |r| callback.log_io_completed(r));
         Ok(())
     }
 
@@ -137,8 +186,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let (k, _) = kv.map_err(|e| logs_read_err(&e))?;
             batch.remove(k);
         }
-        self.shared.log.apply_batch(batch).map_err(|e| write_err(ErrorSubject::Logs, &e))?;
-        self.shared.durability.sync_now().map_err(|e| write_err(ErrorSubject::Logs, &e))
+        self.shared
+            .log
+            .apply_batch(batch)
+            .map_err(|e| write_err(ErrorSubject::Logs, &e))?;
+        self.shared
+            .durability
+            .sync_now()
+            .map_err(|e| write_err(ErrorSubject::Logs, &e))
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
@@ -149,7 +204,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let (k, _) = kv.map_err(|e| logs_read_err(&e))?;
             batch.remove(k);
         }
-        self.shared.log.apply_batch(batch).map_err(|e| write_err(ErrorSubject::Logs, &e))?;
+        self.shared
+            .log
+            .apply_batch(batch)
+            .map_err(|e| write_err(ErrorSubject::Logs, &e))?;
         Ok(())
     }
 }

@@ -18,10 +18,19 @@ fn fault(e: impl std::fmt::Display) -> StorageFault {
 
 impl StateRead for SledView<'_> {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageFault> {
-        Ok(self.0.get(sm_keys::state(key)).map_err(fault)?.map(|v| v.to_vec()))
+        Ok(self
+            .0
+            .get(sm_keys::state(key))
+            .map_err(fault)?
+            .map(|v| v.to_vec()))
     }
 
-    fn scan(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<(String, Vec<u8>)>, StorageFault> {
+    fn scan(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StorageFault> {
         use std::ops::Bound;
         let start = match after {
             Some(a) => Bound::Excluded(sm_keys::state(a)),
@@ -34,7 +43,9 @@ impl StateRead for SledView<'_> {
             if !k.starts_with(&full_prefix) || out.len() == limit {
                 break;
             }
-            let key = std::str::from_utf8(&k[sm_keys::STATE.len()..]).map_err(fault)?.to_string();
+            let key = std::str::from_utf8(&k[sm_keys::STATE.len()..])
+                .map_err(fault)?
+                .to_string();
             out.push((key, v.to_vec()));
         }
         Ok(out)
@@ -109,7 +120,8 @@ impl StoreReader {
 
     /// The last log index the current snapshot covers.
     pub fn snapshot_index(&self) -> Option<u64> {
-        let meta = crate::snapshot::read_meta(&crate::state_machine::current_path(&self.shared)).ok()?;
+        let meta =
+            crate::snapshot::read_meta(&crate::state_machine::current_path(&self.shared)).ok()?;
         meta.last_log_id.map(|l| l.index)
     }
 
@@ -124,7 +136,12 @@ impl StateRead for StoreReader {
         SledView(&self.shared.sm).get(key)
     }
 
-    fn scan(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<(String, Vec<u8>)>, StorageFault> {
+    fn scan(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StorageFault> {
         SledView(&self.shared.sm).scan(prefix, after, limit)
     }
 }

@@ -47,7 +47,10 @@ where
     I: IntoIterator<Item = std::io::Result<(Vec<u8>, Vec<u8>)>>,
 {
     let file = File::create(path)?;
-    let mut w = HashingWriter { inner: BufWriter::with_capacity(1 << 20, file), hash: Sha256::new() };
+    let mut w = HashingWriter {
+        inner: BufWriter::with_capacity(1 << 20, file),
+        hash: Sha256::new(),
+    };
     w.write_all(MAGIC)?;
     let meta_json = serde_json::to_vec(meta).map_err(crate::io_err)?;
     w.write_all(&(meta_json.len() as u32).to_be_bytes())?;
@@ -114,7 +117,10 @@ pub fn read_meta(path: &Path) -> std::io::Result<Meta> {
 
 /// Verifies the whole file, then feeds every entry to `each` in file order. Nothing is
 /// fed from a file whose checksum does not match.
-pub fn read(path: &Path, mut each: impl FnMut(Vec<u8>, Vec<u8>) -> std::io::Result<()>) -> std::io::Result<Meta> {
+pub fn read(
+    path: &Path,
+    mut each: impl FnMut(Vec<u8>, Vec<u8>) -> std::io::Result<()>,
+) -> std::io::Result<Meta> {
     verify(path)?;
     let mut r = BufReader::with_capacity(1 << 20, File::open(path)?);
     let meta = read_header(&mut r)?;
@@ -132,7 +138,10 @@ pub fn read(path: &Path, mut each: impl FnMut(Vec<u8>, Vec<u8>) -> std::io::Resu
 
 /// Checks the structure and checksum of a snapshot file.
 pub fn verify(path: &Path) -> std::io::Result<Meta> {
-    let mut r = HashingReader { inner: BufReader::with_capacity(1 << 20, File::open(path)?), hash: Sha256::new() };
+    let mut r = HashingReader {
+        inner: BufReader::with_capacity(1 << 20, File::open(path)?),
+        hash: Sha256::new(),
+    };
     let meta = read_header(&mut r)?;
     loop {
         let mut b = [0u8; 4];
@@ -163,7 +172,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.snap");
         let meta = Meta::default();
-        let entries = vec![(b"s/a".to_vec(), b"1".to_vec()), (b"s/b".to_vec(), vec![0u8; 1000])];
+        let entries = vec![
+            (b"s/a".to_vec(), b"1".to_vec()),
+            (b"s/b".to_vec(), vec![0u8; 1000]),
+        ];
         write(&path, &meta, entries.clone().into_iter().map(Ok)).unwrap();
         let mut got = vec![];
         read(&path, |k, v| {

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use concord_domain::{Outcome, Overlay, Response};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    AnyError, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftSnapshotBuilder, StorageIOError,
-    StoredMembership,
+    AnyError, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftSnapshotBuilder,
+    StorageIOError, StoredMembership,
 };
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
@@ -34,11 +34,21 @@ pub(crate) fn current_path(shared: &Shared) -> PathBuf {
 }
 
 fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
-    StorageIOError::new(ErrorSubject::StateMachine, verb, AnyError::error(e.to_string())).into()
+    StorageIOError::new(
+        ErrorSubject::StateMachine,
+        verb,
+        AnyError::error(e.to_string()),
+    )
+    .into()
 }
 
 fn snap_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
-    StorageIOError::new(ErrorSubject::Snapshot(None), verb, AnyError::error(e.to_string())).into()
+    StorageIOError::new(
+        ErrorSubject::Snapshot(None),
+        verb,
+        AnyError::error(e.to_string()),
+    )
+    .into()
 }
 
 static SNAPSHOT_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -48,13 +58,21 @@ impl StateMachine {
         StateMachine { shared }
     }
 
-    fn last_applied(&self) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, NodeInfo>), StorageError> {
+    fn last_applied(
+        &self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, NodeInfo>), StorageError> {
         let sm = &self.shared.sm;
-        let applied = match sm.get(sm_keys::LAST_APPLIED).map_err(|e| sm_err(ErrorVerb::Read, e))? {
+        let applied = match sm
+            .get(sm_keys::LAST_APPLIED)
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?
+        {
             Some(v) => serde_json::from_slice(&v).map_err(|e| sm_err(ErrorVerb::Read, e))?,
             None => None,
         };
-        let membership = match sm.get(sm_keys::LAST_MEMBERSHIP).map_err(|e| sm_err(ErrorVerb::Read, e))? {
+        let membership = match sm
+            .get(sm_keys::LAST_MEMBERSHIP)
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?
+        {
             Some(v) => serde_json::from_slice(&v).map_err(|e| sm_err(ErrorVerb::Read, e))?,
             None => StoredMembership::default(),
         };
@@ -63,8 +81,16 @@ impl StateMachine {
 
     /// Finishes an install that a crash interrupted (see [`load_snapshot`]).
     pub fn recover(&self) -> Result<(), StorageError> {
-        if self.shared.sm.get(INSTALLING).map_err(|e| sm_err(ErrorVerb::Read, e))?.is_some() {
-            tracing::warn!("an interrupted snapshot install is completed from the current snapshot file");
+        if self
+            .shared
+            .sm
+            .get(INSTALLING)
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?
+            .is_some()
+        {
+            tracing::warn!(
+                "an interrupted snapshot install is completed from the current snapshot file"
+            );
             load_snapshot(&self.shared)?;
         }
         Ok(())
@@ -76,8 +102,12 @@ impl StateMachine {
 fn load_snapshot(shared: &Shared) -> Result<Meta, StorageError> {
     let path = current_path(shared);
     let sm = &shared.sm;
-    sm.insert(INSTALLING, b"1".as_slice()).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-    shared.durability.sync_now().map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    sm.insert(INSTALLING, b"1".as_slice())
+        .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    shared
+        .durability
+        .sync_now()
+        .map_err(|e| sm_err(ErrorVerb::Write, e))?;
     sm.clear().map_err(|e| sm_err(ErrorVerb::Write, e))?;
     let mut batch = sled::Batch::default();
     let mut n = 0;
@@ -85,20 +115,30 @@ fn load_snapshot(shared: &Shared) -> Result<Meta, StorageError> {
         batch.insert(k, v);
         n += 1;
         if n % 10_000 == 0 {
-            sm.apply_batch(std::mem::take(&mut batch)).map_err(crate::io_err)?;
+            sm.apply_batch(std::mem::take(&mut batch))
+                .map_err(crate::io_err)?;
         }
         Ok(())
     })
     .map_err(|e| snap_err(ErrorVerb::Read, e))?;
-    batch.insert(sm_keys::LAST_APPLIED, serde_json::to_vec(&meta.last_log_id).map_err(|e| sm_err(ErrorVerb::Write, e))?);
+    batch.insert(
+        sm_keys::LAST_APPLIED,
+        serde_json::to_vec(&meta.last_log_id).map_err(|e| sm_err(ErrorVerb::Write, e))?,
+    );
     batch.insert(
         sm_keys::LAST_MEMBERSHIP,
         serde_json::to_vec(&meta.last_membership).map_err(|e| sm_err(ErrorVerb::Write, e))?,
     );
     batch.remove(INSTALLING);
-    sm.apply_batch(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-    shared.durability.sync_now().map_err(|e| sm_err(ErrorVerb::Write, e))?;
-    shared.applied.send_replace(meta.last_log_id.map_or(0, |l| l.index));
+    sm.apply_batch(batch)
+        .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    shared
+        .durability
+        .sync_now()
+        .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    shared
+        .applied
+        .send_replace(meta.last_log_id.map_or(0, |l| l.index));
     Ok(meta)
 }
 
@@ -127,48 +167,71 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let revision = entry.log_id.index;
             last = Some(entry.log_id);
             match entry.payload {
-                EntryPayload::Blank => {
-                    responses.push(Response { revision, result: Ok(Outcome::Nothing), replayed: false })
-                }
+                EntryPayload::Blank => responses.push(Response {
+                    revision,
+                    result: Ok(Outcome::Nothing),
+                    replayed: false,
+                }),
                 EntryPayload::Normal(envelope) => {
-                    let view = Overlay { base: &base, writes: &writes };
-                    let t = concord_domain::apply(&view, &envelope, revision).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+                    let view = Overlay {
+                        base: &base,
+                        writes: &writes,
+                    };
+                    let t = concord_domain::apply(&view, &envelope, revision)
+                        .map_err(|e| sm_err(ErrorVerb::Read, e))?;
                     writes.extend(t.writes);
                     for (seq, event) in t.events.iter().enumerate() {
-                        let bytes = serde_json::to_vec(event).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+                        let bytes =
+                            serde_json::to_vec(event).map_err(|e| sm_err(ErrorVerb::Write, e))?;
                         batch.insert(sm_keys::event(revision, seq as u32), bytes);
                     }
                     responses.push(t.response);
                 }
                 EntryPayload::Membership(m) => {
                     let stored = StoredMembership::new(Some(entry.log_id), m);
-                    let bytes = serde_json::to_vec(&stored).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+                    let bytes =
+                        serde_json::to_vec(&stored).map_err(|e| sm_err(ErrorVerb::Write, e))?;
                     batch.insert(sm_keys::LAST_MEMBERSHIP, bytes);
-                    responses.push(Response { revision, result: Ok(Outcome::Nothing), replayed: false });
+                    responses.push(Response {
+                        revision,
+                        result: Ok(Outcome::Nothing),
+                        replayed: false,
+                    });
                 }
             }
         }
-        let Some(last) = last else { return Ok(responses) };
+        let Some(last) = last else {
+            return Ok(responses);
+        };
         for (k, v) in writes {
             match v {
                 Some(v) => batch.insert(sm_keys::state(&k), v),
                 None => batch.remove(sm_keys::state(&k)),
             }
         }
-        batch.insert(sm_keys::LAST_APPLIED, serde_json::to_vec(&Some(last)).map_err(|e| sm_err(ErrorVerb::Write, e))?);
+        batch.insert(
+            sm_keys::LAST_APPLIED,
+            serde_json::to_vec(&Some(last)).map_err(|e| sm_err(ErrorVerb::Write, e))?,
+        );
         self.compact_events(last.index, &mut batch)?;
-        sm.apply_batch(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        sm.apply_batch(batch)
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         self.shared.applied.send_replace(last.index);
         Ok(responses)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder { shared: self.shared.clone() }
+        SnapshotBuilder {
+            shared: self.shared.clone(),
+        }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
         let seq = SNAPSHOT_SEQ.fetch_add(1, Ordering::Relaxed);
-        let path = self.shared.snapshot_dir.join(format!("receiving-{}-{seq}.tmp", std::process::id()));
+        let path = self
+            .shared
+            .snapshot_dir
+            .join(format!("receiving-{}-{seq}.tmp", std::process::id()));
         let file = tokio::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -180,26 +243,44 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(Box::new(file))
     }
 
-    async fn install_snapshot(&mut self, meta: &Meta, snapshot: Box<tokio::fs::File>) -> Result<(), StorageError> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &Meta,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError> {
         let shared = self.shared.clone();
         let _guard = shared.apply_lock.lock().await;
         // Copy what was received into place, durably, before touching the state.
         let tmp = shared.snapshot_dir.join("installing.snap.tmp");
         {
             let mut src = *snapshot;
-            src.seek(SeekFrom::Start(0)).await.map_err(|e| snap_err(ErrorVerb::Read, e))?;
-            let mut dst = tokio::fs::File::create(&tmp).await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
-            tokio::io::copy(&mut src, &mut dst).await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
-            dst.flush().await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
-            dst.sync_all().await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            src.seek(SeekFrom::Start(0))
+                .await
+                .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+            let mut dst = tokio::fs::File::create(&tmp)
+                .await
+                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            tokio::io::copy(&mut src, &mut dst)
+                .await
+                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            dst.flush()
+                .await
+                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            dst.sync_all()
+                .await
+                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         }
         let received = snapshot::verify(&tmp).map_err(|e| snap_err(ErrorVerb::Read, e))?;
         if received.last_log_id != meta.last_log_id {
-            return Err(snap_err(ErrorVerb::Read, "received snapshot does not match its metadata"));
+            return Err(snap_err(
+                ErrorVerb::Read,
+                "received snapshot does not match its metadata",
+            ));
         }
         let shared2 = shared.clone();
         tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
-            std::fs::rename(&tmp, current_path(&shared2)).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            std::fs::rename(&tmp, current_path(&shared2))
+                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
             sync_dir(&shared2.snapshot_dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
             load_snapshot(&shared2)?;
             remove_stale_files(&shared2);
@@ -217,8 +298,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(None);
         }
         let meta = snapshot::read_meta(&path).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        let file = tokio::fs::File::open(&path).await.map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        Ok(Some(Snapshot { meta, snapshot: Box::new(file) }))
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(file),
+        }))
     }
 }
 
@@ -232,7 +318,11 @@ impl StateMachine {
             return Ok(());
         }
         let cutoff = applied - retention;
-        for kv in self.shared.sm.range(sm_keys::event_start(done)..sm_keys::event_start(cutoff + 1)) {
+        for kv in self
+            .shared
+            .sm
+            .range(sm_keys::event_start(done)..sm_keys::event_start(cutoff + 1))
+        {
             let (k, _) = kv.map_err(|e| sm_err(ErrorVerb::Read, e))?;
             batch.remove(k);
         }
@@ -268,22 +358,32 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let guard = shared.apply_lock.lock().await;
         let shared2 = shared.clone();
         let meta = tokio::task::spawn_blocking(move || -> Result<Meta, StorageError> {
-            let sm = StateMachine { shared: shared2.clone() };
+            let sm = StateMachine {
+                shared: shared2.clone(),
+            };
             let (last_applied, membership) = sm.last_applied()?;
             let seq = SNAPSHOT_SEQ.fetch_add(1, Ordering::Relaxed);
             let snapshot_id = match last_applied {
                 Some(l) => format!("{}-{}-{seq}", l.leader_id.term, l.index),
                 None => format!("0-0-{seq}"),
             };
-            let meta = Meta { last_log_id: last_applied, last_membership: membership, snapshot_id };
+            let meta = Meta {
+                last_log_id: last_applied,
+                last_membership: membership,
+                snapshot_id,
+            };
             let tmp = shared2.snapshot_dir.join(format!("building-{seq}.tmp"));
             let entries = shared2
                 .sm
                 .iter()
                 .filter(|kv| kv.as_ref().map_or(true, |(k, _)| k.as_ref() != INSTALLING))
-                .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(crate::io_err));
+                .map(|kv| {
+                    kv.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                        .map_err(crate::io_err)
+                });
             snapshot::write(&tmp, &meta, entries).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-            std::fs::rename(&tmp, current_path(&shared2)).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            std::fs::rename(&tmp, current_path(&shared2))
+                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
             sync_dir(&shared2.snapshot_dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
             Ok(meta)
         })
@@ -291,7 +391,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         .map_err(|e| snap_err(ErrorVerb::Write, e))??;
         drop(guard);
         tracing::info!(snapshot = %meta.snapshot_id, last_log = ?meta.last_log_id, "built snapshot");
-        let file = tokio::fs::File::open(current_path(&shared)).await.map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        Ok(Snapshot { meta, snapshot: Box::new(file) })
+        let file = tokio::fs::File::open(current_path(&shared))
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(file),
+        })
     }
 }

@@ -7,9 +7,12 @@ use openraft::StorageError;
 struct Builder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
-    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<u64>> {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<u64>> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (log, sm, _reader) = concord_store::open(dir.path(), StoreOptions::default()).expect("open store");
+        let (log, sm, _reader) =
+            concord_store::open(dir.path(), StoreOptions::default()).expect("open store");
         Ok((dir, log, sm))
     }
 }

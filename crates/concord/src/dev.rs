@@ -1,0 +1,172 @@
+//! `concord dev`: three `concord node` child processes (so any one can be killed and
+//! restarted), a bootstrapped cluster, and ready-to-paste grpcurl commands.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use concord_proto::cluster::v1::cluster_service_client::ClusterServiceClient;
+use concord_proto::cluster::v1::{ListDepartmentsRequest, StatusRequest};
+use concord_proto::common::v1::{Consistency, ReadOptions};
+
+#[derive(clap::Args)]
+pub struct DevArgs {
+    /// Wipe the data directory first.
+    #[arg(long)]
+    fresh: bool,
+    /// Where the nodes keep their data and logs.
+    #[arg(long, default_value = ".concord-dev")]
+    dir: PathBuf,
+    /// Port of the first node; the others use the next ones.
+    #[arg(long, default_value_t = 7001)]
+    base_port: u16,
+}
+
+const DEPARTMENTS: [&str; 3] = ["SAMR", "TRANS", "JUST"];
+
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    if args.fresh && args.dir.exists() {
+        std::fs::remove_dir_all(&args.dir)
+            .with_context(|| format!("wiping {}", args.dir.display()))?;
+    }
+    std::fs::create_dir_all(&args.dir)?;
+    let exe = std::env::current_exe().context("locating the concord binary")?;
+    let addr = |i: usize| format!("127.0.0.1:{}", args.base_port as usize + i);
+    let members: Vec<String> = (0..3)
+        .map(|i| format!("{}={}@{}", i + 1, DEPARTMENTS[i], addr(i)))
+        .collect();
+    let mut children = vec![];
+    for i in 0..3 {
+        let data = args.dir.join(format!("node-{}", i + 1));
+        let log_path = args.dir.join(format!("node-{}.log", i + 1));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
+        let child = tokio::process::Command::new(&exe)
+            .arg("node")
+            .env("CONCORD_NODE_ID", (i + 1).to_string())
+            .env("CONCORD_DEPARTMENT", DEPARTMENTS[i])
+            .env("CONCORD_LISTEN", addr(i))
+            .env("CONCORD_DATA_DIR", &data)
+            .env("CONCORD_BOOTSTRAP", if i == 0 { "true" } else { "false" })
+            .env("CONCORD_INITIAL_MEMBERS", members.join(","))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting node {}", i + 1))?;
+        children.push(child);
+    }
+    if let Err(e) = wait_ready(
+        &(0..3).map(addr).collect::<Vec<_>>(),
+        Duration::from_secs(30),
+    )
+    .await
+    {
+        for c in &mut children {
+            let _ = c.kill().await;
+        }
+        bail!(
+            "the dev cluster did not become ready: {e:#} (logs in {})",
+            args.dir.display()
+        );
+    }
+    let ready_ms = started.elapsed().as_millis();
+    println!(
+        "Concord dev cluster ready in {ready_ms} ms (data and logs in {})",
+        args.dir.display()
+    );
+    for (i, c) in children.iter().enumerate() {
+        println!(
+            "  node {}  {:<5}  {}  pid {}",
+            i + 1,
+            DEPARTMENTS[i],
+            addr(i),
+            c.id().unwrap_or(0)
+        );
+    }
+    print_examples(&addr(0), &addr(1), &addr(2));
+    println!("\nCtrl-C stops the cluster. Kill one node's pid to see the others carry on; run `concord dev` again (without --fresh) to bring it back with its data.");
+    crate::shutdown_signal().await;
+    for c in &mut children {
+        if let Some(pid) = c.id() {
+            // SIGTERM first, so nodes close their stores cleanly.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        }
+    }
+    for c in &mut children {
+        let _ = tokio::time::timeout(Duration::from_secs(5), c.wait()).await;
+        let _ = c.kill().await;
+    }
+    Ok(())
+}
+
+/// Ready = every node knows the leader and has applied the seeded department registry.
+pub async fn wait_ready(addrs: &[String], timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    for addr in addrs {
+        loop {
+            match node_ready(addr).await {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) if Instant::now() > deadline => {
+                    return Err(e.context(format!("node at {addr}")))
+                }
+                Err(_) => {}
+            }
+            if Instant::now() > deadline {
+                bail!("node at {addr} not ready after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
+}
+
+async fn node_ready(addr: &str) -> anyhow::Result<bool> {
+    let mut client = ClusterServiceClient::connect(format!("http://{addr}")).await?;
+    let status = client.status(StatusRequest {}).await?.into_inner();
+    if status.leader_id == 0 {
+        return Ok(false);
+    }
+    let read = Some(ReadOptions {
+        consistency: Consistency::Serializable as i32,
+        min_revision: 0,
+    });
+    let departments = client
+        .list_departments(ListDepartmentsRequest { read })
+        .await?
+        .into_inner();
+    Ok(!departments.departments.is_empty())
+}
+
+fn print_examples(samr: &str, trans: &str, just: &str) {
+    println!(
+        r#"
+Plaintext for now (mTLS arrives with the security work). With grpcurl, no .proto files needed:
+
+  grpcurl -plaintext {samr} list
+  grpcurl -plaintext {samr} concord.cluster.v1.ClusterService/Status
+  grpcurl -plaintext {trans} concord.cluster.v1.ClusterService/ListDepartments
+
+  # Follow changes at the transport bureau's node (leave running in another terminal)
+  grpcurl -plaintext -d '{{"kinds":["ITEM"]}}' {trans} concord.watch.v1.WatchService/Watch
+
+  # Market regulation drafts an item it leads, with transport cooperating
+  grpcurl -plaintext -d '{{"request_id":"demo-1","content":{{"name":"成品油流通","field":"refined_oil",
+    "lead":{{"department":"SAMR","duty":"质量监管","legal_basis":"《产品质量法》"}},
+    "cooperating":[{{"department":"TRANS","duty":"运输监管","legal_basis":"《道路运输条例》"}}],
+    "targets":"加油站、油库","level":"CITY","methods":["DOUBLE_RANDOM"],"public":true}}}}' \
+    {samr} concord.item.v1.ItemService/CreateItem
+
+  # Submit it, have the justice bureau approve it, publish it (use the id returned above)
+  grpcurl -plaintext -d '{{"id":"ITEM_ID"}}' {samr} concord.item.v1.ItemService/SubmitForReview
+  grpcurl -plaintext -d '{{"id":"ITEM_ID","approve":true,"opinion":"合法"}}' {just} concord.item.v1.ItemService/ReviewItem
+  grpcurl -plaintext -d '{{"id":"ITEM_ID"}}' {samr} concord.item.v1.ItemService/PublishItem
+  grpcurl -plaintext -d '{{"status":"PUBLISHED"}}' {trans} concord.item.v1.ItemService/ListItems"#
+    );
+}

@@ -1,0 +1,382 @@
+//! Node configuration: one TOML file, overridden by `CONCORD_*` environment variables,
+//! validated before anything starts so a mistake is reported with the setting's name.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid setting {setting}: {reason}")]
+    Invalid { setting: String, reason: String },
+}
+
+fn invalid(setting: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting: setting.to_string(),
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Unique, non-zero, never reused for another node.
+    pub node_id: u64,
+    /// The department this node serves and acts for.
+    pub department: String,
+    /// Address the gRPC server binds, e.g. 0.0.0.0:7001 (port 0 picks a free port).
+    pub listen: String,
+    /// Address other nodes use to reach this one; defaults to `listen`.
+    #[serde(default)]
+    pub advertise: String,
+    pub data_dir: PathBuf,
+    /// When true and the store is empty, this node initialises the cluster with
+    /// `initial_members` and seeds the department registry.
+    #[serde(default)]
+    pub bootstrap: bool,
+    /// node id -> "DEPT@host:port", used only by the bootstrapping node.
+    #[serde(default, deserialize_with = "node_id_keys")]
+    pub initial_members: BTreeMap<u64, String>,
+    #[serde(default)]
+    pub raft: RaftTuning,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub housekeeping: Housekeeping,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftTuning {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many entries since the last one.
+    pub snapshot_after_entries: u64,
+    /// Entries kept in the log behind a snapshot (for followers that lag a little).
+    pub keep_entries_behind_snapshot: u64,
+    pub snapshot_chunk_bytes: u64,
+    pub install_snapshot_timeout_ms: u64,
+    pub max_payload_entries: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        RaftTuning {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+            snapshot_after_entries: 20_000,
+            keep_entries_behind_snapshot: 1_000,
+            snapshot_chunk_bytes: 1 << 20,
+            install_snapshot_timeout_ms: 10_000,
+            max_payload_entries: 512,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Requests larger than this are refused (RESOURCE_EXHAUSTED) before decoding.
+    pub max_request_bytes: usize,
+    /// How long a write or a linearizable read waits for a leader when the caller
+    /// sets no deadline.
+    pub default_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_bytes: 4 << 20,
+            default_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Housekeeping {
+    /// How often the leader checks whether a Tick is due.
+    pub tick_interval_ms: u64,
+    /// How long an applied request id is remembered for exactly-once retries.
+    pub request_id_retention_secs: u64,
+    /// Watch history kept, in revisions.
+    pub event_retention: u64,
+}
+
+impl Default for Housekeeping {
+    fn default() -> Self {
+        Housekeeping {
+            tick_interval_ms: 1000,
+            request_id_retention_secs: 3600,
+            event_retention: 100_000,
+        }
+    }
+}
+
+/// TOML table keys are strings; node ids are numbers.
+fn node_id_keys<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<u64, String>, D::Error> {
+    let raw = BTreeMap::<String, String>::deserialize(d)?;
+    raw.into_iter()
+        .map(|(k, v)| {
+            k.parse::<u64>().map(|id| (id, v)).map_err(|_| {
+                serde::de::Error::custom(format!("initial_members key {k:?} is not a node id"))
+            })
+        })
+        .collect()
+}
+
+/// A member as written in `initial_members`: `DEPT@host:port`.
+pub fn parse_member(setting: &str, value: &str) -> Result<(String, String), ConfigError> {
+    let (dept, addr) = value
+        .split_once('@')
+        .ok_or_else(|| invalid(setting, format!("{value:?} is not DEPT@host:port")))?;
+    concord_domain::validate::department_code(setting, dept)
+        .map_err(|e| invalid(setting, e.to_string()))?;
+    check_addr(setting, addr)?;
+    Ok((dept.to_string(), addr.to_string()))
+}
+
+fn check_addr(setting: &str, addr: &str) -> Result<(), ConfigError> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| invalid(setting, format!("{addr:?} is not host:port")))?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(invalid(setting, format!("{addr:?} is not host:port")));
+    }
+    Ok(())
+}
+
+impl NodeConfig {
+    /// Reads `path` (if given), applies `CONCORD_*` overrides from `env`, validates.
+    pub fn load(
+        path: Option<&std::path::Path>,
+        env: &BTreeMap<String, String>,
+    ) -> Result<NodeConfig, ConfigError> {
+        let mut table: toml::Table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.into(),
+                    source,
+                })?;
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::Parse {
+                        path: p.into(),
+                        message: e.to_string(),
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        let overrides: [(&str, &str, bool); 7] = [
+            ("CONCORD_NODE_ID", "node_id", true),
+            ("CONCORD_DEPARTMENT", "department", false),
+            ("CONCORD_LISTEN", "listen", false),
+            ("CONCORD_ADVERTISE", "advertise", false),
+            ("CONCORD_DATA_DIR", "data_dir", false),
+            ("CONCORD_BOOTSTRAP", "bootstrap", false),
+            ("CONCORD_INITIAL_MEMBERS", "initial_members", false),
+        ];
+        for (var, key, numeric) in overrides {
+            let Some(value) = env.get(var) else { continue };
+            let v = match key {
+                "bootstrap" => toml::Value::Boolean(match value.as_str() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => return Err(invalid(var, format!("{value:?} is not true or false"))),
+                }),
+                "initial_members" => {
+                    // "1=SAMR@host:7001,2=TRANS@host:7002"
+                    let mut members = toml::Table::new();
+                    for part in value.split(',').filter(|p| !p.trim().is_empty()) {
+                        let (id, member) = part.trim().split_once('=').ok_or_else(|| {
+                            invalid(var, format!("{part:?} is not ID=DEPT@host:port"))
+                        })?;
+                        members.insert(id.to_string(), toml::Value::String(member.to_string()));
+                    }
+                    toml::Value::Table(members)
+                }
+                _ if numeric => toml::Value::Integer(
+                    value
+                        .parse()
+                        .map_err(|_| invalid(var, format!("{value:?} is not a number")))?,
+                ),
+                _ => toml::Value::String(value.clone()),
+            };
+            table.insert(key.to_string(), v);
+        }
+        let source = path
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("<environment>"));
+        // initial_members keys are node ids: TOML tables have string keys.
+        let mut config: NodeConfig =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: source,
+                    message: e.to_string(),
+                })?;
+        if config.advertise.is_empty() {
+            config.advertise = config.listen.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id == 0 {
+            return Err(invalid("node_id", "must be a positive integer"));
+        }
+        concord_domain::validate::department_code("department", &self.department)
+            .map_err(|e| invalid("department", e.to_string()))?;
+        check_addr("listen", &self.listen)?;
+        check_addr("advertise", &self.advertise)?;
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must be set"));
+        }
+        if self.bootstrap {
+            if self.initial_members.is_empty() {
+                return Err(invalid(
+                    "initial_members",
+                    "required when bootstrap is true",
+                ));
+            }
+            if !self.initial_members.contains_key(&self.node_id) {
+                return Err(invalid(
+                    "initial_members",
+                    format!("must include this node ({})", self.node_id),
+                ));
+            }
+        }
+        for (id, member) in &self.initial_members {
+            let setting = format!("initial_members.{id}");
+            if *id == 0 {
+                return Err(invalid(&setting, "node ids must be positive"));
+            }
+            parse_member(&setting, member)?;
+        }
+        let r = &self.raft;
+        if r.heartbeat_ms == 0 || r.election_timeout_min_ms <= r.heartbeat_ms * 2 {
+            return Err(invalid(
+                "raft.election_timeout_min_ms",
+                "must be more than twice raft.heartbeat_ms",
+            ));
+        }
+        if r.election_timeout_max_ms <= r.election_timeout_min_ms {
+            return Err(invalid(
+                "raft.election_timeout_max_ms",
+                "must be greater than raft.election_timeout_min_ms",
+            ));
+        }
+        if r.snapshot_chunk_bytes < 4096 {
+            return Err(invalid(
+                "raft.snapshot_chunk_bytes",
+                "must be at least 4096",
+            ));
+        }
+        if self.limits.max_request_bytes < 1024 {
+            return Err(invalid("limits.max_request_bytes", "must be at least 1024"));
+        }
+        if self.housekeeping.tick_interval_ms == 0 {
+            return Err(invalid("housekeeping.tick_interval_ms", "must be positive"));
+        }
+        Ok(())
+    }
+
+    pub fn openraft_config(&self) -> openraft::Config {
+        let r = &self.raft;
+        openraft::Config {
+            cluster_name: "concord".into(),
+            heartbeat_interval: r.heartbeat_ms,
+            election_timeout_min: r.election_timeout_min_ms,
+            election_timeout_max: r.election_timeout_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(r.snapshot_after_entries),
+            max_in_snapshot_log_to_keep: r.keep_entries_behind_snapshot,
+            snapshot_max_chunk_size: r.snapshot_chunk_bytes,
+            install_snapshot_timeout: r.install_snapshot_timeout_ms,
+            max_payload_entries: r.max_payload_entries,
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn environment_alone_configures_a_node() {
+        let c = NodeConfig::load(
+            None,
+            &env(&[
+                ("CONCORD_NODE_ID", "2"),
+                ("CONCORD_DEPARTMENT", "TRANS"),
+                ("CONCORD_LISTEN", "0.0.0.0:7002"),
+                ("CONCORD_ADVERTISE", "concord-1.concord:7002"),
+                ("CONCORD_DATA_DIR", "/data"),
+                ("CONCORD_BOOTSTRAP", "true"),
+                ("CONCORD_INITIAL_MEMBERS", "1=SAMR@a:7001,2=TRANS@b:7002"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.node_id, 2);
+        assert_eq!(c.advertise, "concord-1.concord:7002");
+        assert_eq!(
+            c.initial_members.get(&1).map(String::as_str),
+            Some("SAMR@a:7001")
+        );
+    }
+
+    #[test]
+    fn mistakes_name_the_setting() {
+        let base = [
+            ("CONCORD_NODE_ID", "1"),
+            ("CONCORD_DEPARTMENT", "SAMR"),
+            ("CONCORD_DATA_DIR", "/d"),
+        ];
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("CONCORD_LISTEN", "nonsense")], "listen"),
+            (
+                &[("CONCORD_LISTEN", "h:1"), ("CONCORD_BOOTSTRAP", "true")],
+                "initial_members",
+            ),
+            (
+                &[("CONCORD_LISTEN", "h:1"), ("CONCORD_BOOTSTRAP", "maybe")],
+                "CONCORD_BOOTSTRAP",
+            ),
+            (
+                &[
+                    ("CONCORD_LISTEN", "h:1"),
+                    ("CONCORD_INITIAL_MEMBERS", "1=samr@h:1"),
+                ],
+                "initial_members.1",
+            ),
+        ];
+        for (extra, setting) in cases {
+            let mut all = base.to_vec();
+            all.extend_from_slice(extra);
+            let err = NodeConfig::load(None, &env(&all)).unwrap_err().to_string();
+            assert!(err.contains(setting), "{err} should name {setting}");
+        }
+        let err = NodeConfig::load(None, &env(&[("CONCORD_NODE_ID", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CONCORD_NODE_ID"), "{err}");
+    }
+}

@@ -1,0 +1,373 @@
+//! A node's engine room: proposing writes (locally or through the leader), read
+//! barriers for each consistency level, membership changes, and the leader's ticks.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use concord_domain::{Command, Envelope, Response};
+use concord_proto::common::v1::{Consistency, ReadOptions};
+use concord_proto::raft::v1::RaftPayload;
+use concord_store::{NodeId, NodeInfo, Raft, StoreReader};
+use openraft::error::{ClientWriteError, RaftError};
+
+use crate::config::NodeConfig;
+use crate::error::NodeError;
+use crate::network::{decode, encode, ForwardError, ForwardReply, ForwardRequest, Peers};
+
+pub struct NodeCore {
+    pub id: NodeId,
+    pub department: String,
+    pub raft: Raft,
+    pub reader: StoreReader,
+    pub peers: Peers,
+    pub config: NodeConfig,
+    /// Flips to true when the node stops, ending watch streams.
+    pub stopping: tokio::sync::watch::Sender<bool>,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn client_write_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> ForwardError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ForwardError::NotLeader {
+            leader: f.leader_id,
+        },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => ForwardError::Refused {
+            code: tonic::Code::FailedPrecondition as i32,
+            message: c.to_string(),
+        },
+        RaftError::Fatal(f) => ForwardError::Refused {
+            code: tonic::Code::Unavailable as i32,
+            message: f.to_string(),
+        },
+    }
+}
+
+impl NodeCore {
+    pub fn default_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.limits.default_timeout_ms)
+    }
+
+    /// Applies `command` as this node's department, through whichever node leads.
+    /// The request id makes retries safe: a retried write is applied at most once.
+    pub async fn write(
+        &self,
+        request_id: String,
+        command: Command,
+        timeout: Duration,
+    ) -> Result<Response, NodeError> {
+        let req = ForwardRequest::Write {
+            actor: self.department.clone(),
+            request_id,
+            command,
+        };
+        match self.on_leader(req, timeout).await? {
+            ForwardReply::Written(r) => Ok(r),
+            other => Err(NodeError::Internal(format!(
+                "unexpected reply to a write: {other:?}"
+            ))),
+        }
+    }
+
+    /// Runs `req` on the leader: here if this node leads, else over the forwarding
+    /// RPC. Retries until a leader answers or `timeout` passes.
+    pub async fn on_leader(
+        &self,
+        req: ForwardRequest,
+        timeout: Duration,
+    ) -> Result<ForwardReply, NodeError> {
+        let deadline = Instant::now() + timeout;
+        let mut metrics = self.raft.metrics();
+        let mut last_problem = String::from("no leader is elected");
+        loop {
+            let (leader, leader_addr) = {
+                let m = metrics.borrow_and_update();
+                let leader = m.current_leader;
+                let addr = leader.and_then(|l| {
+                    m.membership_config
+                        .membership()
+                        .get_node(&l)
+                        .map(|n| n.addr.clone())
+                });
+                (leader, addr)
+            };
+            let attempt = match (leader, leader_addr) {
+                (Some(l), _) if l == self.id => self.handle_forward(req.clone()).await,
+                (Some(l), Some(addr)) => {
+                    let remaining = deadline
+                        .saturating_duration_since(Instant::now())
+                        .max(Duration::from_millis(50));
+                    self.forward(l, &addr, &req, remaining).await
+                }
+                _ => Err(ForwardError::NotLeader { leader: None }),
+            };
+            match attempt {
+                Ok(reply) => return Ok(reply),
+                Err(ForwardError::Refused { code, message }) => {
+                    return Err(match tonic::Code::from_i32(code) {
+                        tonic::Code::FailedPrecondition => {
+                            NodeError::Domain(concord_domain::DomainError::precondition(message))
+                        }
+                        tonic::Code::Unavailable => NodeError::unavailable(message),
+                        _ => NodeError::Internal(message),
+                    })
+                }
+                Err(ForwardError::NotLeader { leader }) => {
+                    if let Some(l) = leader {
+                        last_problem = format!("node {l} leads but did not answer");
+                    }
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(NodeError::Unavailable {
+                    reason: last_problem,
+                    leader,
+                });
+            }
+            // Wake on a leadership change, or poll again shortly.
+            let wait = (deadline - now).min(Duration::from_millis(100));
+            let _ = tokio::time::timeout(wait, metrics.changed()).await;
+        }
+    }
+
+    async fn forward(
+        &self,
+        leader: NodeId,
+        addr: &str,
+        req: &ForwardRequest,
+        timeout: Duration,
+    ) -> Result<ForwardReply, ForwardError> {
+        let not_reached = |why: String| {
+            tracing::debug!(leader, %why, "forward to leader failed; will retry");
+            ForwardError::NotLeader {
+                leader: Some(leader),
+            }
+        };
+        let mut client = self
+            .peers
+            .client(addr)
+            .map_err(|e| not_reached(e.to_string()))?;
+        let data = encode(req).map_err(|e| ForwardError::Refused {
+            code: tonic::Code::Internal as i32,
+            message: e.to_string(),
+        })?;
+        let mut request = tonic::Request::new(RaftPayload { data });
+        request.set_timeout(timeout);
+        let reply = client
+            .forward(request)
+            .await
+            .map_err(|s| not_reached(s.to_string()))?;
+        decode::<Result<ForwardReply, ForwardError>>(&reply.into_inner().data)
+            .map_err(|e| not_reached(format!("undecodable reply: {e}")))?
+    }
+
+    /// Leader side of forwarding (also used for requests this node receives itself).
+    pub async fn handle_forward(&self, req: ForwardRequest) -> Result<ForwardReply, ForwardError> {
+        match req {
+            ForwardRequest::Write {
+                actor,
+                request_id,
+                command,
+            } => {
+                // The proposer stamps the time, so every replica applies the same instant.
+                let envelope = Envelope {
+                    actor,
+                    request_id,
+                    timestamp_ms: now_ms(),
+                    command,
+                };
+                let r = self
+                    .raft
+                    .client_write(envelope)
+                    .await
+                    .map_err(client_write_error)?;
+                Ok(ForwardReply::Written(r.data))
+            }
+            ForwardRequest::AddLearner {
+                node_id,
+                node,
+                blocking,
+            } => {
+                let r = self
+                    .raft
+                    .add_learner(node_id, node, blocking)
+                    .await
+                    .map_err(client_write_error)?;
+                Ok(ForwardReply::Membership {
+                    revision: r.log_id.index,
+                })
+            }
+            ForwardRequest::ChangeMembership { voters, retain } => {
+                let r = self
+                    .raft
+                    .change_membership(voters, retain)
+                    .await
+                    .map_err(client_write_error)?;
+                Ok(ForwardReply::Membership {
+                    revision: r.log_id.index,
+                })
+            }
+            ForwardRequest::ReadIndex => match self.raft.get_read_log_id().await {
+                Ok((read_log_id, _applied)) => Ok(ForwardReply::ReadIndex {
+                    index: read_log_id.map_or(0, |l| l.index),
+                }),
+                Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
+                    f,
+                ))) => Err(ForwardError::NotLeader {
+                    leader: f.leader_id,
+                }),
+                Err(e) => Err(ForwardError::NotLeader { leader: None })
+                    .inspect_err(|_| tracing::debug!(error = %e, "read index")),
+            },
+        }
+    }
+
+    /// Waits until this replica may answer a read with the requested consistency and
+    /// returns the revision it reflects.
+    pub async fn read_barrier(
+        &self,
+        opts: Option<&ReadOptions>,
+        timeout: Duration,
+    ) -> Result<u64, NodeError> {
+        let default = ReadOptions::default();
+        let opts = opts.unwrap_or(&default);
+        let consistency = Consistency::try_from(opts.consistency).map_err(|_| {
+            concord_domain::DomainError::invalid(
+                "read.consistency",
+                format!("{} is not a known value", opts.consistency),
+            )
+        })?;
+        if opts.min_revision > 0 && !self.reader.wait_applied(opts.min_revision, timeout).await {
+            return Err(NodeError::DeadlineExceeded(format!(
+                "this replica has applied revision {}, below read.min_revision {}",
+                self.reader.applied(),
+                opts.min_revision
+            )));
+        }
+        let linearizable = match consistency {
+            Consistency::Linearizable => true,
+            Consistency::Serializable => false,
+            // min_revision alone asks for read-your-writes from the local replica.
+            Consistency::Unspecified => opts.min_revision == 0,
+        };
+        if linearizable {
+            let index = match self.on_leader(ForwardRequest::ReadIndex, timeout).await? {
+                ForwardReply::ReadIndex { index } => index,
+                other => {
+                    return Err(NodeError::Internal(format!(
+                        "unexpected reply to a read index: {other:?}"
+                    )))
+                }
+            };
+            if !self.reader.wait_applied(index, timeout).await {
+                return Err(NodeError::DeadlineExceeded(format!(
+                    "this replica did not apply the leader's read index {index} in time"
+                )));
+            }
+        }
+        Ok(self.reader.applied())
+    }
+
+    /// The leader's housekeeping: proposes a Tick when the domain says one is due.
+    pub async fn run_ticker(self: Arc<Self>) {
+        let hk = self.config.housekeeping.clone();
+        let retention_ms = (hk.request_id_retention_secs as i64).saturating_mul(1000);
+        let mut stopping = self.stopping.subscribe();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(hk.tick_interval_ms)) => {}
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+            if self.raft.metrics().borrow().current_leader != Some(self.id) {
+                continue;
+            }
+            let now = now_ms();
+            match concord_domain::tick_due(&self.reader, now, retention_ms) {
+                Ok(false) => continue,
+                Ok(true) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read state for housekeeping");
+                    continue;
+                }
+            }
+            let envelope = Envelope {
+                actor: self.department.clone(),
+                request_id: String::new(),
+                timestamp_ms: now,
+                command: Command::Tick {
+                    dedup_retention_ms: retention_ms,
+                },
+            };
+            if let Err(e) = self.raft.client_write(envelope).await {
+                tracing::debug!(error = %e, "tick not applied");
+            }
+        }
+    }
+
+    /// Initialises a new cluster (once) and seeds its department registry.
+    pub async fn bootstrap_if_configured(self: Arc<Self>) -> Result<(), NodeError> {
+        if !self.config.bootstrap {
+            return Ok(());
+        }
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| NodeError::Internal(e.to_string()))?;
+        if !initialized {
+            let mut members = std::collections::BTreeMap::new();
+            for (id, member) in &self.config.initial_members {
+                let (department, addr) = crate::config::parse_member("initial_members", member)
+                    .map_err(|e| NodeError::Internal(e.to_string()))?;
+                members.insert(*id, NodeInfo { addr, department });
+            }
+            // Another bootstrapping attempt may have won the race; that is fine.
+            if let Err(e) = self.raft.initialize(members).await {
+                tracing::info!(error = %e, "cluster initialisation skipped");
+            }
+        }
+        let core = self.clone();
+        tokio::spawn(async move {
+            let seed = Command::Bootstrap {
+                departments: concord_domain::department::default_departments(),
+            };
+            let mut stopping = core.stopping.subscribe();
+            loop {
+                match core
+                    .write(
+                        "cluster-bootstrap".into(),
+                        seed.clone(),
+                        Duration::from_secs(10),
+                    )
+                    .await
+                {
+                    Ok(r) => {
+                        match r.result {
+                            Ok(_) => {
+                                tracing::info!(revision = r.revision, "department registry seeded")
+                            }
+                            Err(e) => {
+                                tracing::info!(reason = %e, "department registry already seeded")
+                            }
+                        }
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::info!(error = %e, "waiting for a leader to seed the department registry")
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = stopping.wait_for(|s| *s) => return,
+                }
+            }
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,212 @@
+//! Node-to-node transport: openraft's `RaftNetwork` over the internal gRPC
+//! `RaftService`, and the forwarding protocol followers use to reach the leader.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use concord_domain::{Command, Response};
+use concord_proto::raft::v1::raft_service_client::RaftServiceClient;
+use concord_proto::raft::v1::RaftPayload;
+use concord_store::{NodeId, NodeInfo, TypeConfig};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::NodeError;
+
+pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(v)
+}
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
+    serde_json::from_slice(bytes)
+}
+
+/// What a non-leader asks the leader to do on its behalf.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ForwardRequest {
+    Write {
+        actor: String,
+        request_id: String,
+        command: Command,
+    },
+    AddLearner {
+        node_id: NodeId,
+        node: NodeInfo,
+        blocking: bool,
+    },
+    ChangeMembership {
+        voters: BTreeSet<NodeId>,
+        retain: bool,
+    },
+    /// The leader confirms it still leads and returns its commit point.
+    ReadIndex,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ForwardReply {
+    Written(Response),
+    /// The log index of the membership entry.
+    Membership {
+        revision: u64,
+    },
+    ReadIndex {
+        index: u64,
+    },
+}
+
+/// Why the leader did not do it. `NotLeader` is retried against the new leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ForwardError {
+    NotLeader { leader: Option<NodeId> },
+    Refused { code: i32, message: String },
+}
+
+impl ForwardError {
+    pub fn from_status(s: tonic::Status) -> Self {
+        ForwardError::Refused {
+            code: s.code() as i32,
+            message: s.message().to_string(),
+        }
+    }
+}
+
+/// gRPC channels to peers, by address, created lazily and reused.
+#[derive(Clone, Default)]
+pub struct Peers {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Peers {
+    pub fn client(&self, addr: &str) -> Result<RaftServiceClient<Channel>, NodeError> {
+        let mut map = self
+            .channels
+            .lock()
+            .map_err(|_| NodeError::Internal("peer table poisoned".into()))?;
+        if let Some(ch) = map.get(addr) {
+            return Ok(RaftServiceClient::new(ch.clone()).max_decoding_message_size(usize::MAX));
+        }
+        let ch = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| NodeError::Internal(format!("peer address {addr}: {e}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        map.insert(addr.to_string(), ch.clone());
+        Ok(RaftServiceClient::new(ch).max_decoding_message_size(usize::MAX))
+    }
+}
+
+pub struct NetworkFactory {
+    pub peers: Peers,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerNetwork;
+
+    async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> Self::Network {
+        PeerNetwork {
+            target,
+            client: self.peers.client(&node.addr).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+pub struct PeerNetwork {
+    target: NodeId,
+    client: Result<RaftServiceClient<Channel>, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct TransportError(String);
+
+type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>;
+
+impl PeerNetwork {
+    async fn call<Req, Resp, E>(
+        &mut self,
+        method: &'static str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RpcErr<E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let client = match &self.client {
+            Ok(c) => c.clone(),
+            Err(e) => {
+                return Err(RPCError::Unreachable(Unreachable::new(&TransportError(
+                    e.clone(),
+                ))))
+            }
+        };
+        let mut client = client;
+        let data = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut request = tonic::Request::new(RaftPayload { data });
+        request.set_timeout(option.hard_ttl());
+        let result = match method {
+            "append" => client.append_entries(request).await,
+            "vote" => client.vote(request).await,
+            _ => client.install_snapshot(request).await,
+        };
+        let payload = match result {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == tonic::Code::Unavailable => {
+                return Err(RPCError::Unreachable(Unreachable::new(&TransportError(
+                    s.to_string(),
+                ))))
+            }
+            Err(s) => {
+                return Err(RPCError::Network(NetworkError::new(&TransportError(
+                    s.to_string(),
+                ))))
+            }
+        };
+        let reply: Result<Resp, RaftError<NodeId, E>> =
+            decode(&payload.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerNetwork {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        self.call("append", &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
+        self.call("snapshot", &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcErr> {
+        self.call("vote", &rpc, &option).await
+    }
+
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(200)))
+    }
+}

@@ -1,0 +1,268 @@
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use concord_domain::{query, validate, Command, DomainError, Outcome};
+use concord_proto::cluster::v1::cluster_service_server::ClusterService;
+use concord_proto::cluster::v1::*;
+use concord_store::NodeInfo;
+use openraft::ServerState;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::convert;
+use crate::core::NodeCore;
+use crate::error::NodeError;
+use crate::network::{ForwardReply, ForwardRequest};
+use crate::rpc::{self, header, propose, timeout_of};
+
+pub struct ClusterSvc {
+    pub core: Arc<NodeCore>,
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> Status {
+    NodeError::from(DomainError::invalid(field, reason)).into()
+}
+
+impl ClusterSvc {
+    fn members(&self) -> Vec<Member> {
+        let m = self.core.raft.metrics().borrow().clone();
+        let voters: BTreeSet<u64> = m.membership_config.membership().voter_ids().collect();
+        let replication = m.replication.clone().unwrap_or_default();
+        m.membership_config
+            .membership()
+            .nodes()
+            .map(|(id, node)| Member {
+                node_id: *id,
+                addr: node.addr.clone(),
+                department: node.department.clone(),
+                voter: voters.contains(id),
+                matched_index: replication
+                    .get(id)
+                    .cloned()
+                    .flatten()
+                    .map_or(0, |l| l.index),
+            })
+            .collect()
+    }
+
+    async fn membership(
+        &self,
+        req: ForwardRequest,
+        timeout: Duration,
+    ) -> Result<Response<MembershipResponse>, Status> {
+        match self.core.on_leader(req, timeout).await? {
+            ForwardReply::Membership { revision } => {
+                // Answer with the membership as this node sees it once it applied the change.
+                self.core.reader.wait_applied(revision, timeout).await;
+                Ok(Response::new(MembershipResponse {
+                    header: header(&self.core, revision, false),
+                    members: self.members(),
+                }))
+            }
+            other => Err(Status::internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl ClusterService for ClusterSvc {
+    async fn status(
+        &self,
+        _req: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        let m = self.core.raft.metrics().borrow().clone();
+        let commit_index = self
+            .core
+            .raft
+            .with_raft_state(|s| s.committed.map_or(0, |l| l.index))
+            .await
+            .unwrap_or(0);
+        let role = match m.state {
+            ServerState::Leader => NodeRole::Leader,
+            ServerState::Follower => NodeRole::Follower,
+            ServerState::Learner => NodeRole::Learner,
+            ServerState::Candidate => NodeRole::Candidate,
+            ServerState::Shutdown => NodeRole::Shutdown,
+        };
+        Ok(Response::new(StatusResponse {
+            node_id: self.core.id,
+            department: self.core.department.clone(),
+            role: role as i32,
+            term: m.current_term,
+            leader_id: m.current_leader.unwrap_or(0),
+            commit_index,
+            applied_index: self.core.reader.applied(),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            snapshot_index: m.snapshot.map_or(0, |l| l.index),
+            purged_index: m.purged.map_or(0, |l| l.index),
+            members: self.members(),
+            oldest_watch_revision: self.core.reader.compacted_through() + 1,
+        }))
+    }
+
+    async fn add_learner(
+        &self,
+        req: Request<AddLearnerRequest>,
+    ) -> Result<Response<MembershipResponse>, Status> {
+        let timeout = timeout_of(&req, &self.core);
+        let r = req.into_inner();
+        let span = rpc::span(&self.core, "ClusterService/AddLearner", "");
+        async {
+            if r.node_id == 0 {
+                return Err(invalid("node_id", "must be positive"));
+            }
+            validate::department_code("department", &r.department).map_err(NodeError::from)?;
+            crate::config::parse_member("addr", &format!("{}@{}", r.department, r.addr))
+                .map_err(|_| invalid("addr", format!("{:?} is not host:port", r.addr)))?;
+            let node = NodeInfo {
+                addr: r.addr,
+                department: r.department,
+            };
+            let req = ForwardRequest::AddLearner {
+                node_id: r.node_id,
+                node,
+                blocking: r.blocking.unwrap_or(true),
+            };
+            self.membership(req, timeout.max(Duration::from_secs(30)))
+                .await
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn change_membership(
+        &self,
+        req: Request<ChangeMembershipRequest>,
+    ) -> Result<Response<MembershipResponse>, Status> {
+        let timeout = timeout_of(&req, &self.core);
+        let r = req.into_inner();
+        let span = rpc::span(&self.core, "ClusterService/ChangeMembership", "");
+        async {
+            let voters: BTreeSet<u64> = r.voters.iter().copied().collect();
+            if voters.is_empty() {
+                return Err(invalid("voters", "at least one voter is required"));
+            }
+            if voters.len() != r.voters.len() {
+                return Err(invalid("voters", "must not repeat a node id"));
+            }
+            let known: BTreeSet<u64> = self.members().iter().map(|m| m.node_id).collect();
+            if let Some(unknown) = voters.iter().find(|v| !known.contains(v)) {
+                return Err(invalid(
+                    "voters",
+                    format!("node {unknown} is not a member; add it as a learner first"),
+                ));
+            }
+            self.membership(
+                ForwardRequest::ChangeMembership {
+                    voters,
+                    retain: r.retain,
+                },
+                timeout,
+            )
+            .await
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn trigger_snapshot(
+        &self,
+        req: Request<TriggerSnapshotRequest>,
+    ) -> Result<Response<TriggerSnapshotResponse>, Status> {
+        let timeout = timeout_of(&req, &self.core);
+        let span = rpc::span(&self.core, "ClusterService/TriggerSnapshot", "");
+        async {
+            let target = self.core.reader.applied();
+            self.core
+                .raft
+                .trigger()
+                .snapshot()
+                .await
+                .map_err(|e| NodeError::unavailable(e.to_string()))?;
+            let deadline = Instant::now() + timeout;
+            let mut metrics = self.core.raft.metrics();
+            loop {
+                let index = metrics.borrow_and_update().snapshot.map_or(0, |l| l.index);
+                if index >= target {
+                    return Ok(Response::new(TriggerSnapshotResponse {
+                        header: header(&self.core, target, false),
+                        snapshot_index: index,
+                    }));
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(NodeError::DeadlineExceeded(format!(
+                        "snapshot at {target} not built in time"
+                    ))
+                    .into());
+                }
+                let _ = tokio::time::timeout(left, metrics.changed()).await;
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn list_departments(
+        &self,
+        req: Request<ListDepartmentsRequest>,
+    ) -> Result<Response<ListDepartmentsResponse>, Status> {
+        let timeout = timeout_of(&req, &self.core);
+        let r = req.into_inner();
+        let revision = self.core.read_barrier(r.read.as_ref(), timeout).await?;
+        let departments = query::departments(&self.core.reader).map_err(NodeError::from)?;
+        Ok(Response::new(ListDepartmentsResponse {
+            header: header(&self.core, revision, false),
+            departments: departments
+                .iter()
+                .map(convert::department_to_wire)
+                .collect(),
+        }))
+    }
+
+    async fn get_department(
+        &self,
+        req: Request<GetDepartmentRequest>,
+    ) -> Result<Response<Department>, Status> {
+        let timeout = timeout_of(&req, &self.core);
+        let r = req.into_inner();
+        validate::department_code("code", &r.code).map_err(NodeError::from)?;
+        self.core.read_barrier(r.read.as_ref(), timeout).await?;
+        let d = query::department(&self.core.reader, &r.code).map_err(NodeError::from)?;
+        Ok(Response::new(convert::department_to_wire(&d)))
+    }
+
+    async fn register_department(
+        &self,
+        req: Request<RegisterDepartmentRequest>,
+    ) -> Result<Response<RegisterDepartmentResponse>, Status> {
+        let timeout = timeout_of(&req, &self.core);
+        let r = req.into_inner();
+        let span = rpc::span(
+            &self.core,
+            "ClusterService/RegisterDepartment",
+            &r.request_id,
+        );
+        async {
+            let d = r
+                .department
+                .as_ref()
+                .ok_or_else(|| invalid("department", "is required"))?;
+            let spec = convert::department_spec("department", d).map_err(NodeError::from)?;
+            let command = Command::RegisterDepartment {
+                department: spec,
+                expected_revision: r.expected_revision,
+            };
+            match propose(&self.core, &r.request_id, command, timeout).await? {
+                (Outcome::Department(d), header) => Ok(Response::new(RegisterDepartmentResponse {
+                    header,
+                    department: Some(convert::department_to_wire(&d)),
+                })),
+                (other, _) => Err(rpc::unexpected(other)),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+}

@@ -1,0 +1,6 @@
+//! gRPC handlers. Each one: validate → propose or read → map the error. Nothing else.
+
+pub mod cluster;
+pub mod item;
+pub mod raft;
+pub mod watch;
