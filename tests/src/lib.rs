@@ -1,1 +1,373 @@
+//! One cluster harness for the workspace tests: real nodes (in this process, on
+//! ephemeral ports, each with its own data dir) and `must_*` helpers that wait on a
+//! condition with a deadline and fail loudly.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use concord_node::config::{Housekeeping, Limits, RaftTuning};
+use concord_node::{NodeConfig, RunningNode};
+use concord_proto::cluster::v1::cluster_service_client::ClusterServiceClient;
+use concord_proto::cluster::v1::{
+    AddLearnerRequest, ListDepartmentsRequest, StatusRequest, StatusResponse,
+};
+use concord_proto::common::v1::{Consistency, ReadOptions};
+use concord_proto::item::v1::item_service_client::ItemServiceClient;
+use concord_proto::item::v1::{DepartmentDuty, ItemContent};
+use concord_proto::watch::v1::watch_service_client::WatchServiceClient;
+use tonic::transport::Channel;
+
+pub const DEPARTMENTS: [&str; 5] = ["SAMR", "TRANS", "JUST", "ECO", "EMER"];
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+/// Fast timeouts so failover tests finish quickly on a 2-core machine.
+pub fn test_tuning() -> RaftTuning {
+    RaftTuning {
+        heartbeat_ms: 50,
+        election_timeout_min_ms: 300,
+        election_timeout_max_ms: 600,
+        ..RaftTuning::default()
+    }
+}
+
+pub struct TestNode {
+    pub id: u64,
+    pub department: String,
+    pub addr: SocketAddr,
+    pub config: NodeConfig,
+    pub running: Option<RunningNode>,
+}
+
+pub struct Cluster {
+    pub nodes: BTreeMap<u64, TestNode>,
+    pub dir: tempfile::TempDir,
+    pub tuning: RaftTuning,
+    pub housekeeping: Housekeeping,
+}
+
+fn node_config(
+    id: u64,
+    department: &str,
+    addr: SocketAddr,
+    data_dir: PathBuf,
+    tuning: &RaftTuning,
+    hk: &Housekeeping,
+) -> NodeConfig {
+    NodeConfig {
+        node_id: id,
+        department: department.to_string(),
+        listen: addr.to_string(),
+        advertise: addr.to_string(),
+        data_dir,
+        bootstrap: false,
+        initial_members: BTreeMap::new(),
+        raft: tuning.clone(),
+        limits: Limits {
+            max_request_bytes: 64 * 1024,
+            default_timeout_ms: 10_000,
+        },
+        housekeeping: hk.clone(),
+    }
+}
+
+impl Cluster {
+    pub async fn start(voters: usize) -> Cluster {
+        Self::start_with(voters, test_tuning(), Housekeeping::default()).await
+    }
+
+    /// Starts `voters` nodes (departments in [`DEPARTMENTS`] order); node 1 bootstraps.
+    pub async fn start_with(
+        voters: usize,
+        tuning: RaftTuning,
+        housekeeping: Housekeeping,
+    ) -> Cluster {
+        init_tracing();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut listeners = vec![];
+        for _ in 0..voters {
+            listeners.push(
+                tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind"),
+            );
+        }
+        let addrs: Vec<SocketAddr> = listeners
+            .iter()
+            .map(|l| l.local_addr().expect("addr"))
+            .collect();
+        let members: BTreeMap<u64, String> = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (i as u64 + 1, format!("{}@{a}", DEPARTMENTS[i])))
+            .collect();
+        let mut nodes = BTreeMap::new();
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let id = i as u64 + 1;
+            let mut config = node_config(
+                id,
+                DEPARTMENTS[i],
+                addrs[i],
+                dir.path().join(format!("node-{id}")),
+                &tuning,
+                &housekeeping,
+            );
+            if id == 1 {
+                config.bootstrap = true;
+                config.initial_members = members.clone();
+            }
+            let running = concord_node::start_with_listener(config.clone(), listener)
+                .await
+                .expect("start node");
+            nodes.insert(
+                id,
+                TestNode {
+                    id,
+                    department: DEPARTMENTS[i].into(),
+                    addr: addrs[i],
+                    config,
+                    running: Some(running),
+                },
+            );
+        }
+        let cluster = Cluster {
+            nodes,
+            dir,
+            tuning,
+            housekeeping,
+        };
+        for id in cluster.nodes.keys() {
+            cluster.must_be_ready(*id).await;
+        }
+        cluster
+    }
+
+    fn channel(&self, id: u64) -> Channel {
+        let addr = self.nodes[&id].addr;
+        Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect_lazy()
+    }
+
+    pub fn items(&self, id: u64) -> ItemServiceClient<Channel> {
+        ItemServiceClient::new(self.channel(id))
+    }
+
+    pub fn admin(&self, id: u64) -> ClusterServiceClient<Channel> {
+        ClusterServiceClient::new(self.channel(id))
+    }
+
+    pub fn watch(&self, id: u64) -> WatchServiceClient<Channel> {
+        WatchServiceClient::new(self.channel(id))
+    }
+
+    pub async fn status(&self, id: u64) -> Result<StatusResponse, tonic::Status> {
+        self.admin(id)
+            .status(StatusRequest {})
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Waits until node `id` knows a leader and has the seeded department registry.
+    pub async fn must_be_ready(&self, id: u64) {
+        must_eventually(
+            Duration::from_secs(20),
+            &format!("node {id} ready"),
+            || async move {
+                let s = self.status(id).await.ok()?;
+                if s.leader_id == 0 {
+                    return None;
+                }
+                let read = Some(ReadOptions {
+                    consistency: Consistency::Serializable as i32,
+                    min_revision: 0,
+                });
+                let d = self
+                    .admin(id)
+                    .list_departments(ListDepartmentsRequest { read })
+                    .await
+                    .ok()?
+                    .into_inner();
+                (!d.departments.is_empty()).then_some(())
+            },
+        )
+        .await
+    }
+
+    /// The leader as seen by every running node, once they agree.
+    pub async fn must_leader(&self) -> u64 {
+        must_eventually(Duration::from_secs(20), "an agreed leader", || async move {
+            let mut leader = None;
+            for (id, n) in &self.nodes {
+                if n.running.is_none() {
+                    continue;
+                }
+                let s = self.status(*id).await.ok()?;
+                if s.leader_id == 0 || leader.is_some_and(|l| l != s.leader_id) {
+                    return None;
+                }
+                leader = Some(s.leader_id);
+            }
+            let l = leader?;
+            self.nodes
+                .get(&l)
+                .filter(|n| n.running.is_some())
+                .map(|_| l)
+        })
+        .await
+    }
+
+    pub fn followers(&self, leader: u64) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|(id, n)| **id != leader && n.running.is_some())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Waits until node `id` has applied at least `revision`.
+    pub async fn must_apply(&self, id: u64, revision: u64) {
+        must_eventually(
+            Duration::from_secs(30),
+            &format!("node {id} applies {revision}"),
+            || async move {
+                let s = self.status(id).await.ok()?;
+                (s.applied_index >= revision).then_some(())
+            },
+        )
+        .await
+    }
+
+    pub async fn stop(&mut self, id: u64) {
+        let node = self.nodes.get_mut(&id).expect("node");
+        if let Some(running) = node.running.take() {
+            running.shutdown().await;
+        }
+    }
+
+    /// Restarts a stopped node from its data dir on its old address.
+    pub async fn restart(&mut self, id: u64) {
+        let config = self.nodes[&id].config.clone();
+        let running = must_eventually(
+            Duration::from_secs(10),
+            &format!("restart node {id}"),
+            || {
+                let config = config.clone();
+                async move { concord_node::start(config).await.ok() }
+            },
+        )
+        .await;
+        self.nodes.get_mut(&id).expect("node").running = Some(running);
+    }
+
+    /// Starts a new node for `department` and adds it as a learner through node `via`.
+    pub async fn add_learner(&mut self, department: &str, via: u64) -> u64 {
+        let id = self.nodes.keys().max().copied().unwrap_or(0) + 1;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let config = node_config(
+            id,
+            department,
+            addr,
+            self.dir.path().join(format!("node-{id}")),
+            &self.tuning,
+            &self.housekeeping,
+        );
+        let running = concord_node::start_with_listener(config.clone(), listener)
+            .await
+            .expect("start learner");
+        self.nodes.insert(
+            id,
+            TestNode {
+                id,
+                department: department.into(),
+                addr,
+                config,
+                running: Some(running),
+            },
+        );
+        self.admin(via)
+            .add_learner(AddLearnerRequest {
+                node_id: id,
+                addr: addr.to_string(),
+                department: department.into(),
+                blocking: Some(true),
+            })
+            .await
+            .expect("add learner");
+        id
+    }
+
+    pub async fn shutdown(mut self) {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.stop(id).await;
+        }
+    }
+}
+
+/// Polls `f` until it returns `Some`, panicking with `what` after `timeout`.
+pub async fn must_eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+pub fn read(consistency: Consistency) -> Option<ReadOptions> {
+    Some(ReadOptions {
+        consistency: consistency as i32,
+        min_revision: 0,
+    })
+}
+
+pub fn at_least(revision: u64) -> Option<ReadOptions> {
+    Some(ReadOptions {
+        consistency: Consistency::Unspecified as i32,
+        min_revision: revision,
+    })
+}
+
+/// Item content led by `lead`, with TRANS cooperating (SAMR when TRANS leads).
+pub fn item_content(lead: &str, name: &str) -> ItemContent {
+    let cooperating = if lead == "TRANS" { "SAMR" } else { "TRANS" };
+    ItemContent {
+        name: name.to_string(),
+        field: "refined_oil".into(),
+        lead: Some(DepartmentDuty {
+            department: lead.into(),
+            duty: "质量监管".into(),
+            legal_basis: "《产品质量法》".into(),
+        }),
+        cooperating: vec![DepartmentDuty {
+            department: cooperating.into(),
+            duty: "运输监管".into(),
+            legal_basis: "《道路运输条例》".into(),
+        }],
+        targets: "加油站、油库".into(),
+        level: concord_proto::item::v1::SupervisionLevel::City as i32,
+        methods: vec![concord_proto::item::v1::InspectionMethod::DoubleRandom as i32],
+        mechanisms: vec![],
+        public: true,
+        non_public_reason: String::new(),
+    }
+}

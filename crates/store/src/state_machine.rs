@@ -22,7 +22,7 @@ use crate::{sm_keys, NodeId, NodeInfo, Shared, StorageError, TypeConfig};
 type Entry = openraft::Entry<TypeConfig>;
 
 const INSTALLING: &[u8] = b"m/installing";
-/// Event compaction runs when this many revisions have passed the retention window.
+/// Event compaction runs in steps of at most this many revisions.
 const COMPACT_EVERY: u64 = 1024;
 
 pub struct StateMachine {
@@ -314,7 +314,8 @@ impl StateMachine {
     fn compact_events(&self, applied: u64, batch: &mut sled::Batch) -> Result<(), StorageError> {
         let retention = self.shared.options.event_retention;
         let done = crate::reader::compacted_through(&self.shared.sm);
-        if applied < retention + COMPACT_EVERY || applied - retention < done + COMPACT_EVERY {
+        let step = retention.clamp(1, COMPACT_EVERY);
+        if applied < retention + step || applied - retention < done + step {
             return Ok(());
         }
         let cutoff = applied - retention;

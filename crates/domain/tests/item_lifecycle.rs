@@ -1,0 +1,669 @@
+//! The item life cycle through `apply`, on an in-memory state: every legal step, every
+//! illegal one (generated from the status × step table), and every wrong department.
+
+use concord_domain::department::default_departments;
+use concord_domain::item::{ChangeCause, DepartmentDuty, ItemContent, ItemStatus, Level, Method};
+use concord_domain::{
+    apply, query, Command, DomainError, Envelope, MemState, Outcome, Response, StateRead,
+};
+
+struct World {
+    state: MemState,
+    revision: u64,
+    now: i64,
+}
+
+impl World {
+    fn new() -> World {
+        let mut w = World {
+            state: MemState::default(),
+            revision: 0,
+            now: 1_700_000_000_000,
+        };
+        let r = w.run(
+            "SAMR",
+            "seed",
+            Command::Bootstrap {
+                departments: default_departments(),
+            },
+        );
+        assert!(r.result.is_ok(), "{r:?}");
+        w
+    }
+
+    fn run(&mut self, actor: &str, request_id: &str, command: Command) -> Response {
+        self.revision += 1;
+        self.now += 1000;
+        let env = Envelope {
+            actor: actor.into(),
+            request_id: request_id.into(),
+            timestamp_ms: self.now,
+            command,
+        };
+        let t = apply(&self.state, &env, self.revision).expect("no storage fault");
+        self.state.apply_writes(&t.writes);
+        t.response
+    }
+
+    fn ok_item(&mut self, actor: &str, command: Command) -> concord_domain::item::Item {
+        let rid = format!("r{}", self.revision + 1);
+        match self.run(actor, &rid, command).result {
+            Ok(Outcome::Item(i)) => i,
+            other => panic!("expected an item, got {other:?}"),
+        }
+    }
+
+    fn err(&mut self, actor: &str, command: Command) -> DomainError {
+        let before = self.state.clone();
+        let rid = format!("r{}", self.revision + 1);
+        let r = self.run(actor, &rid, command);
+        let err = r.result.expect_err("expected a refusal");
+        // A refused request changes nothing but the memory of its request id.
+        let mut after = self.state.clone();
+        after.map.retain(|k, _| !k.starts_with("dedup"));
+        let mut before = before;
+        before.map.retain(|k, _| !k.starts_with("dedup"));
+        assert_eq!(before, after, "refused command changed state");
+        err
+    }
+}
+
+fn content() -> ItemContent {
+    ItemContent {
+        name: "成品油流通".into(),
+        field: "refined_oil".into(),
+        lead: DepartmentDuty {
+            department: "SAMR".into(),
+            duty: "质量监管".into(),
+            legal_basis: "《产品质量法》".into(),
+        },
+        cooperating: vec![DepartmentDuty {
+            department: "TRANS".into(),
+            duty: "运输监管".into(),
+            legal_basis: "《道路运输条例》".into(),
+        }],
+        targets: "加油站、油库".into(),
+        level: Level::City,
+        methods: vec![Method::DoubleRandom],
+        mechanisms: vec![],
+        public: true,
+        non_public_reason: String::new(),
+    }
+}
+
+fn is_precondition(e: &DomainError) -> bool {
+    matches!(e, DomainError::FailedPrecondition { .. })
+}
+
+#[test]
+fn full_life_cycle_with_revision_and_supersession() {
+    let mut w = World::new();
+    let item = w.ok_item("SAMR", Command::CreateItem { content: content() });
+    assert_eq!((item.version, item.status), (1, ItemStatus::Draft));
+    assert_eq!(item.created_revision, w.revision);
+    let id = item.id.clone();
+    w.ok_item(
+        "SAMR",
+        Command::SubmitForReview {
+            id: id.clone(),
+            expected_revision: Some(item.updated_revision),
+        },
+    );
+    let rejected = w.ok_item(
+        "JUST",
+        Command::ReviewItem {
+            id: id.clone(),
+            approve: false,
+            opinion: "依据不足".into(),
+            expected_revision: None,
+        },
+    );
+    assert_eq!(rejected.status, ItemStatus::Rejected);
+    assert_eq!(
+        rejected.review.as_ref().map(|r| r.opinion.as_str()),
+        Some("依据不足")
+    );
+    let mut c = content();
+    c.lead.legal_basis = "《产品质量法》第十五条".into();
+    w.ok_item(
+        "SAMR",
+        Command::UpdateDraft {
+            id: id.clone(),
+            content: c.clone(),
+            expected_revision: None,
+        },
+    );
+    w.ok_item(
+        "SAMR",
+        Command::SubmitForReview {
+            id: id.clone(),
+            expected_revision: None,
+        },
+    );
+    w.ok_item(
+        "JUST",
+        Command::ReviewItem {
+            id: id.clone(),
+            approve: true,
+            opinion: String::new(),
+            expected_revision: None,
+        },
+    );
+    let v1 = w.ok_item(
+        "SAMR",
+        Command::PublishItem {
+            id: id.clone(),
+            expected_revision: None,
+        },
+    );
+    assert_eq!(
+        (v1.status, v1.published_version),
+        (ItemStatus::Published, 1)
+    );
+
+    let v2 = w.ok_item(
+        "SAMR",
+        Command::ReviseItem {
+            id: id.clone(),
+            cause: ChangeCause::Amend,
+            change_note: "法规修订".into(),
+            content: c,
+            expected_revision: None,
+        },
+    );
+    assert_eq!(
+        (v2.version, v2.status, v2.published_version),
+        (2, ItemStatus::Draft, 1)
+    );
+    w.ok_item(
+        "SAMR",
+        Command::SubmitForReview {
+            id: id.clone(),
+            expected_revision: None,
+        },
+    );
+    w.ok_item(
+        "JUST",
+        Command::ReviewItem {
+            id: id.clone(),
+            approve: true,
+            opinion: "同意".into(),
+            expected_revision: None,
+        },
+    );
+    let v2 = w.ok_item(
+        "SAMR",
+        Command::PublishItem {
+            id: id.clone(),
+            expected_revision: None,
+        },
+    );
+    assert_eq!(
+        (v2.status, v2.published_version),
+        (ItemStatus::Published, 2)
+    );
+    let history = query::item_history(&w.state, &id).unwrap();
+    let statuses: Vec<_> = history.iter().map(|i| (i.version, i.status)).collect();
+    assert_eq!(
+        statuses,
+        vec![(1, ItemStatus::Superseded), (2, ItemStatus::Published)]
+    );
+
+    let gone = w.ok_item(
+        "SAMR",
+        Command::AbolishItem {
+            id: id.clone(),
+            reason: "职能调整".into(),
+            expected_revision: None,
+        },
+    );
+    assert_eq!(
+        (gone.status, gone.published_version),
+        (ItemStatus::Abolished, 0)
+    );
+}
+
+/// Drives a fresh item to `status` by legal steps.
+fn item_in(w: &mut World, status: ItemStatus) -> String {
+    let id = w
+        .ok_item("SAMR", Command::CreateItem { content: content() })
+        .id;
+    let steps: Vec<(&str, Command)> = vec![
+        (
+            "SAMR",
+            Command::SubmitForReview {
+                id: id.clone(),
+                expected_revision: None,
+            },
+        ),
+        (
+            "JUST",
+            Command::ReviewItem {
+                id: id.clone(),
+                approve: true,
+                opinion: String::new(),
+                expected_revision: None,
+            },
+        ),
+        (
+            "SAMR",
+            Command::PublishItem {
+                id: id.clone(),
+                expected_revision: None,
+            },
+        ),
+    ];
+    let n = match status {
+        ItemStatus::Draft => 0,
+        ItemStatus::InReview => 1,
+        ItemStatus::Approved => 2,
+        ItemStatus::Published | ItemStatus::Abolished => 3,
+        ItemStatus::Rejected => {
+            w.ok_item(
+                "SAMR",
+                Command::SubmitForReview {
+                    id: id.clone(),
+                    expected_revision: None,
+                },
+            );
+            w.ok_item(
+                "JUST",
+                Command::ReviewItem {
+                    id: id.clone(),
+                    approve: false,
+                    opinion: "不合法".into(),
+                    expected_revision: None,
+                },
+            );
+            return id;
+        }
+        ItemStatus::Superseded => unreachable!("a head is never superseded"),
+    };
+    for (actor, cmd) in steps.into_iter().take(n) {
+        w.ok_item(actor, cmd);
+    }
+    if status == ItemStatus::Abolished {
+        w.ok_item(
+            "SAMR",
+            Command::AbolishItem {
+                id: id.clone(),
+                reason: "废止".into(),
+                expected_revision: None,
+            },
+        );
+    }
+    id
+}
+
+#[test]
+fn every_illegal_transition_is_a_failed_precondition() {
+    use ItemStatus::*;
+    // step name, the statuses it is legal from, who takes it, the command.
+    type Make = fn(&str) -> (&'static str, Command);
+    let steps: Vec<(&str, Vec<ItemStatus>, Make)> = vec![
+        ("update", vec![Draft, Rejected], |id| {
+            (
+                "SAMR",
+                Command::UpdateDraft {
+                    id: id.into(),
+                    content: content(),
+                    expected_revision: None,
+                },
+            )
+        }),
+        ("submit", vec![Draft, Rejected], |id| {
+            (
+                "SAMR",
+                Command::SubmitForReview {
+                    id: id.into(),
+                    expected_revision: None,
+                },
+            )
+        }),
+        ("review", vec![InReview], |id| {
+            (
+                "JUST",
+                Command::ReviewItem {
+                    id: id.into(),
+                    approve: true,
+                    opinion: String::new(),
+                    expected_revision: None,
+                },
+            )
+        }),
+        ("publish", vec![Approved], |id| {
+            (
+                "SAMR",
+                Command::PublishItem {
+                    id: id.into(),
+                    expected_revision: None,
+                },
+            )
+        }),
+        ("revise", vec![Published], |id| {
+            (
+                "SAMR",
+                Command::ReviseItem {
+                    id: id.into(),
+                    cause: ChangeCause::Interpret,
+                    change_note: "释义".into(),
+                    content: content(),
+                    expected_revision: None,
+                },
+            )
+        }),
+        ("abolish", vec![Published], |id| {
+            (
+                "SAMR",
+                Command::AbolishItem {
+                    id: id.into(),
+                    reason: "废止".into(),
+                    expected_revision: None,
+                },
+            )
+        }),
+    ];
+    let mut refused = 0;
+    for from in [Draft, InReview, Rejected, Approved, Published, Abolished] {
+        for (name, legal, make) in &steps {
+            let mut w = World::new();
+            let id = item_in(&mut w, from);
+            let (actor, cmd) = make(&id);
+            if legal.contains(&from) {
+                w.ok_item(actor, cmd);
+            } else {
+                let e = w.err(actor, cmd);
+                assert!(is_precondition(&e), "{name} from {from:?}: {e:?}");
+                refused += 1;
+            }
+        }
+    }
+    // 6 statuses × 6 steps, 8 of them legal.
+    assert_eq!(refused, 6 * 6 - 8, "every status × step pair is covered");
+}
+
+#[test]
+fn wrong_department_is_permission_denied_and_changes_nothing() {
+    let mut w = World::new();
+    // Drafting an item led by someone else.
+    let e = w.err("TRANS", Command::CreateItem { content: content() });
+    assert!(matches!(e, DomainError::PermissionDenied { .. }), "{e:?}");
+    let id = item_in(&mut w, ItemStatus::Draft);
+    for (actor, cmd) in [
+        (
+            "TRANS",
+            Command::UpdateDraft {
+                id: id.clone(),
+                content: content(),
+                expected_revision: None,
+            },
+        ),
+        (
+            "TRANS",
+            Command::SubmitForReview {
+                id: id.clone(),
+                expected_revision: None,
+            },
+        ),
+        (
+            "JUST",
+            Command::SubmitForReview {
+                id: id.clone(),
+                expected_revision: None,
+            },
+        ),
+    ] {
+        assert!(matches!(
+            w.err(actor, cmd),
+            DomainError::PermissionDenied { .. }
+        ));
+    }
+    let id = item_in(&mut w, ItemStatus::InReview);
+    // Only a legality reviewer reviews, the lead included.
+    for actor in ["SAMR", "TRANS"] {
+        let e = w.err(
+            actor,
+            Command::ReviewItem {
+                id: id.clone(),
+                approve: true,
+                opinion: String::new(),
+                expected_revision: None,
+            },
+        );
+        assert!(
+            matches!(e, DomainError::PermissionDenied { .. }),
+            "{actor}: {e:?}"
+        );
+    }
+    let id = item_in(&mut w, ItemStatus::Approved);
+    assert!(matches!(
+        w.err(
+            "JUST",
+            Command::PublishItem {
+                id: id.clone(),
+                expected_revision: None
+            }
+        ),
+        DomainError::PermissionDenied { .. }
+    ));
+    let id = item_in(&mut w, ItemStatus::Published);
+    assert!(matches!(
+        w.err(
+            "TRANS",
+            Command::AbolishItem {
+                id: id.clone(),
+                reason: "x".into(),
+                expected_revision: None
+            }
+        ),
+        DomainError::PermissionDenied { .. }
+    ));
+    // An unregistered department can do nothing.
+    let e = w.err(
+        "NOBODY",
+        Command::SubmitForReview {
+            id,
+            expected_revision: None,
+        },
+    );
+    assert!(matches!(e, DomainError::PermissionDenied { .. }), "{e:?}");
+}
+
+#[test]
+fn a_repeated_request_id_returns_the_first_result_and_applies_once() {
+    let mut w = World::new();
+    let first = w.run(
+        "SAMR",
+        "create-1",
+        Command::CreateItem { content: content() },
+    );
+    let again = w.run(
+        "SAMR",
+        "create-1",
+        Command::CreateItem { content: content() },
+    );
+    assert!(!first.replayed && again.replayed);
+    assert_eq!(first.revision, again.revision);
+    assert_eq!(first.result, again.result);
+    let page = query::items(&w.state, &Default::default(), 100, "").unwrap();
+    assert_eq!(page.items.len(), 1, "applied once");
+    // The same id from another department is another request.
+    let other = w.run(
+        "TRANS",
+        "create-1",
+        Command::CreateItem { content: content() },
+    );
+    assert!(!other.replayed);
+}
+
+#[test]
+fn expected_revision_mismatch_is_refused() {
+    let mut w = World::new();
+    let item = w.ok_item("SAMR", Command::CreateItem { content: content() });
+    let e = w.err(
+        "SAMR",
+        Command::SubmitForReview {
+            id: item.id.clone(),
+            expected_revision: Some(item.updated_revision - 1),
+        },
+    );
+    assert_eq!(
+        e,
+        DomainError::RevisionMismatch {
+            expected: item.updated_revision - 1,
+            actual: item.updated_revision
+        }
+    );
+}
+
+#[test]
+fn unknown_departments_are_named_by_field() {
+    let mut w = World::new();
+    let mut c = content();
+    c.cooperating[0].department = "NOSUCH".into();
+    match w.err("SAMR", Command::CreateItem { content: c }) {
+        DomainError::InvalidArgument { field, .. } => {
+            assert_eq!(field, "content.cooperating[0].department")
+        }
+        e => panic!("{e:?}"),
+    }
+}
+
+#[test]
+fn content_validation_names_each_field() {
+    let cases: Vec<(Box<dyn Fn(&mut ItemContent)>, &str)> = vec![
+        (Box::new(|c| c.name = " ".into()), "content.name"),
+        (
+            Box::new(|c| c.field = "Refined Oil".into()),
+            "content.field",
+        ),
+        (
+            Box::new(|c| c.lead.duty = String::new()),
+            "content.lead.duty",
+        ),
+        (
+            Box::new(|c| c.cooperating[0].department = "SAMR".into()),
+            "content.cooperating[0].department",
+        ),
+        (
+            Box::new(|c| c.cooperating.push(c.cooperating[0].clone())),
+            "content.cooperating[1].department",
+        ),
+        (Box::new(|c| c.methods.clear()), "content.methods"),
+        (
+            Box::new(|c| c.methods = vec![Method::Credit, Method::Credit]),
+            "content.methods",
+        ),
+        (Box::new(|c| c.public = false), "content.non_public_reason"),
+        (
+            Box::new(|c| c.non_public_reason = "secret".into()),
+            "content.non_public_reason",
+        ),
+        (
+            Box::new(|c| c.targets = "x".repeat(4001)),
+            "content.targets",
+        ),
+        (
+            Box::new(|c| {
+                c.cooperating = (0..33)
+                    .map(|i| DepartmentDuty {
+                        department: format!("D{i}"),
+                        duty: "d".into(),
+                        legal_basis: "b".into(),
+                    })
+                    .collect()
+            }),
+            "content.cooperating",
+        ),
+    ];
+    for (mutate, field) in cases {
+        let mut c = content();
+        mutate(&mut c);
+        match c.validate("content") {
+            Err(DomainError::InvalidArgument { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn replicas_applying_the_same_log_reach_the_same_state() {
+    let log: Vec<(&str, Command)> = vec![
+        ("SAMR", Command::CreateItem { content: content() }),
+        (
+            "SAMR",
+            Command::SubmitForReview {
+                id: "item-2".into(),
+                expected_revision: None,
+            },
+        ),
+        (
+            "TRANS",
+            Command::PublishItem {
+                id: "item-2".into(),
+                expected_revision: None,
+            },
+        ),
+        (
+            "JUST",
+            Command::ReviewItem {
+                id: "item-2".into(),
+                approve: true,
+                opinion: String::new(),
+                expected_revision: None,
+            },
+        ),
+        (
+            "SAMR",
+            Command::Tick {
+                dedup_retention_ms: 0,
+            },
+        ),
+    ];
+    let replay = || {
+        let mut w = World::new();
+        for (i, (actor, cmd)) in log.iter().enumerate() {
+            let rid = if matches!(cmd, Command::Tick { .. }) {
+                String::new()
+            } else {
+                format!("req-{i}")
+            };
+            w.run(actor, &rid, cmd.clone());
+        }
+        w.state
+    };
+    let (a, b) = (replay(), replay());
+    assert_eq!(a, b);
+    // The tick forgot every request id older than zero milliseconds.
+    assert!(a.scan("dedup/", None, 10).unwrap().is_empty());
+}
+
+#[test]
+fn tick_forgets_request_ids_only_after_retention() {
+    let mut w = World::new();
+    w.run(
+        "SAMR",
+        "keep-me",
+        Command::CreateItem { content: content() },
+    );
+    assert!(!concord_domain::tick_due(&w.state, w.now, 60_000).unwrap());
+    w.run(
+        "SAMR",
+        "",
+        Command::Tick {
+            dedup_retention_ms: 60_000,
+        },
+    );
+    assert!(w.state.get("dedup/SAMR/keep-me").unwrap().is_some());
+    w.now += 120_000;
+    assert!(concord_domain::tick_due(&w.state, w.now, 60_000).unwrap());
+    let r = w.run(
+        "SAMR",
+        "",
+        Command::Tick {
+            dedup_retention_ms: 60_000,
+        },
+    );
+    assert!(matches!(r.result, Ok(Outcome::Ticked { purged_request_ids: n }) if n >= 1));
+    assert!(w.state.get("dedup/SAMR/keep-me").unwrap().is_none());
+}

@@ -1,0 +1,427 @@
+//! In-process three-node clusters on ephemeral ports: replication, consistency modes,
+//! failover, exactly-once retries, restart, snapshot catch-up and watch resumption.
+
+use std::time::Duration;
+
+use concord_node::config::{Housekeeping, RaftTuning};
+use concord_proto::cluster::v1::TriggerSnapshotRequest;
+use concord_proto::common::v1::Consistency;
+use concord_proto::item::v1::{CreateItemRequest, GetItemRequest, ListItemsRequest};
+use concord_proto::watch::v1::{RecordKind, WatchRequest};
+use concord_tests::{at_least, item_content, must_eventually, read, test_tuning, Cluster};
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+async fn create(
+    c: &Cluster,
+    node: u64,
+    request_id: &str,
+    name: &str,
+) -> Result<(String, u64), tonic::Status> {
+    let lead = c.nodes[&node].department.clone();
+    let r = c
+        .items(node)
+        .create_item(CreateItemRequest {
+            request_id: request_id.into(),
+            content: Some(item_content(&lead, name)),
+        })
+        .await?
+        .into_inner();
+    Ok((r.item.expect("item").id, r.header.expect("header").revision))
+}
+
+async fn count_items(c: &Cluster, node: u64, consistency: Consistency) -> usize {
+    let mut n = 0;
+    let mut token = String::new();
+    loop {
+        let page = c
+            .items(node)
+            .list_items(ListItemsRequest {
+                page_size: 500,
+                page_token: token,
+                read: read(consistency),
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+            .into_inner();
+        n += page.items.len();
+        if page.next_page_token.is_empty() {
+            return n;
+        }
+        token = page.next_page_token;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn write_at_a_follower_is_readable_at_every_node_in_every_mode() {
+    let c = Cluster::start(3).await;
+    let leader = c.must_leader().await;
+    let follower = c.followers(leader)[0];
+    let (id, revision) = create(&c, follower, "w-1", "写在跟随者")
+        .await
+        .expect("write at follower");
+    for node in c.nodes.keys().copied() {
+        // Linearizable: sees the acknowledged write immediately, on any node.
+        let item = c
+            .items(node)
+            .get_item(GetItemRequest {
+                id: id.clone(),
+                version: 0,
+                read: read(Consistency::Linearizable),
+            })
+            .await;
+        assert_eq!(
+            item.expect("linearizable get")
+                .into_inner()
+                .item
+                .expect("item")
+                .id,
+            id
+        );
+        // min_revision: waits for the local replica, then reads locally.
+        let r = c
+            .items(node)
+            .get_item(GetItemRequest {
+                id: id.clone(),
+                version: 0,
+                read: at_least(revision),
+            })
+            .await
+            .expect("min_revision get");
+        assert!(r.into_inner().header.expect("header").revision >= revision);
+        // Serializable: local and possibly stale, but converges.
+        must_eventually(
+            Duration::from_secs(5),
+            "serializable read converges",
+            || {
+                let mut client = c.items(node);
+                let id = id.clone();
+                async move {
+                    client
+                        .get_item(GetItemRequest {
+                            id,
+                            version: 0,
+                            read: read(Consistency::Serializable),
+                        })
+                        .await
+                        .ok()
+                }
+            },
+        )
+        .await;
+    }
+    // The actor is the department of the node that received the write.
+    let item = c
+        .items(leader)
+        .get_item(GetItemRequest {
+            id,
+            version: 0,
+            read: None,
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .item
+        .expect("item");
+    assert_eq!(
+        item.content
+            .expect("content")
+            .lead
+            .expect("lead")
+            .department,
+        c.nodes[&follower].department
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_continue_through_leader_failover_and_nothing_acknowledged_is_lost() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.must_leader().await;
+    let mut acked = vec![];
+    for i in 0..10 {
+        let node = c.followers(leader)[i % 2];
+        acked.push(
+            create(&c, node, &format!("before-{i}"), &format!("事项{i}"))
+                .await
+                .expect("write")
+                .0,
+        );
+    }
+    c.stop(leader).await;
+    let new_leader = c.must_leader().await;
+    assert_ne!(new_leader, leader);
+    for i in 0..10 {
+        let node = c
+            .followers(new_leader)
+            .first()
+            .copied()
+            .unwrap_or(new_leader);
+        acked.push(
+            create(&c, node, &format!("after-{i}"), &format!("事项{i}"))
+                .await
+                .expect("write after failover")
+                .0,
+        );
+    }
+    c.restart(leader).await;
+    let max_rev = c.status(new_leader).await.expect("status").applied_index;
+    for node in c.nodes.keys().copied() {
+        c.must_apply(node, max_rev).await;
+        for id in &acked {
+            c.items(node)
+                .get_item(GetItemRequest {
+                    id: id.clone(),
+                    version: 0,
+                    read: read(Consistency::Serializable),
+                })
+                .await
+                .unwrap_or_else(|e| panic!("{id} missing on node {node}: {e}"));
+        }
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retried_request_id_across_a_leader_change_applies_once() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.must_leader().await;
+    let follower = c.followers(leader)[0];
+    let lead = c.nodes[&follower].department.clone();
+    let req = CreateItemRequest {
+        request_id: "retry-me".into(),
+        content: Some(item_content(&lead, "重试")),
+    };
+    let first = c
+        .items(follower)
+        .create_item(req.clone())
+        .await
+        .expect("first")
+        .into_inner();
+    c.stop(leader).await;
+    c.must_leader().await;
+    let again = c
+        .items(follower)
+        .create_item(req)
+        .await
+        .expect("retry")
+        .into_inner();
+    let (h1, h2) = (first.header.expect("header"), again.header.expect("header"));
+    assert!(
+        !h1.replayed && h2.replayed,
+        "the retry is answered from the first result"
+    );
+    assert_eq!(h1.revision, h2.revision);
+    assert_eq!(first.item, again.item);
+    assert_eq!(
+        count_items(&c, follower, Consistency::Linearizable).await,
+        1
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_restarted_from_its_data_dir_returns_with_identical_state() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.must_leader().await;
+    let victim = c.followers(leader)[0];
+    for i in 0..20 {
+        create(&c, leader, &format!("r-{i}"), &format!("事项{i}"))
+            .await
+            .expect("write");
+    }
+    let before = c
+        .items(victim)
+        .list_items(ListItemsRequest {
+            page_size: 500,
+            read: read(Consistency::Linearizable),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    let applied = before.header.as_ref().expect("header").revision;
+    c.stop(victim).await;
+    c.restart(victim).await;
+    c.must_apply(victim, applied).await;
+    let after = c
+        .items(victim)
+        .list_items(ListItemsRequest {
+            page_size: 500,
+            read: at_least(applied),
+            ..Default::default()
+        })
+        .await
+        .expect("list after restart")
+        .into_inner();
+    assert_eq!(before.items, after.items);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_learner_added_after_log_purge_catches_up_by_snapshot() {
+    let tuning = RaftTuning {
+        keep_entries_behind_snapshot: 0,
+        ..test_tuning()
+    };
+    let mut c = Cluster::start_with(3, tuning, Housekeeping::default()).await;
+    let leader = c.must_leader().await;
+    for i in 0..50 {
+        create(&c, leader, &format!("s-{i}"), &format!("事项{i}"))
+            .await
+            .expect("write");
+    }
+    let snap = c
+        .admin(leader)
+        .trigger_snapshot(TriggerSnapshotRequest {})
+        .await
+        .expect("snapshot")
+        .into_inner();
+    assert!(snap.snapshot_index >= 50);
+    let purged = must_eventually(
+        Duration::from_secs(10),
+        "log purged behind the snapshot",
+        || async {
+            let s = c.status(leader).await.ok()?;
+            (s.purged_index > 0).then_some(s.purged_index)
+        },
+    )
+    .await;
+    let learner = c.add_learner("ECO", leader).await;
+    let target = c.status(leader).await.expect("status").applied_index;
+    c.must_apply(learner, target).await;
+    let s = c.status(learner).await.expect("learner status");
+    assert!(
+        s.snapshot_index >= purged,
+        "the learner installed a snapshot covering the purged log"
+    );
+    assert_eq!(
+        count_items(&c, learner, Consistency::Serializable).await,
+        50
+    );
+    // The learner is a full replica that serves writes for its own department too.
+    let (id, rev) = create(&c, learner, "from-learner", "生态事项")
+        .await
+        .expect("write at learner");
+    c.must_apply(leader, rev).await;
+    c.items(leader)
+        .get_item(GetItemRequest {
+            id,
+            version: 0,
+            read: None,
+        })
+        .await
+        .expect("learner's write replicated");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watch_resumed_from_its_last_revision_sees_every_event_exactly_once() {
+    let c = Cluster::start(3).await;
+    let leader = c.must_leader().await;
+    let watcher = c.followers(leader)[1];
+    let start = c.status(watcher).await.expect("status").applied_index + 1;
+    let mut written = vec![];
+    for i in 0..5 {
+        written.push(
+            create(&c, leader, &format!("a-{i}"), &format!("事项{i}"))
+                .await
+                .expect("write")
+                .1,
+        );
+    }
+    let kinds = vec![RecordKind::Item as i32];
+    let mut stream = c
+        .watch(watcher)
+        .watch(WatchRequest {
+            start_revision: start,
+            kinds: kinds.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut seen = vec![];
+    while seen.len() < 3 {
+        let msg = stream.next().await.expect("stream open").expect("message");
+        seen.extend(msg.events.iter().map(|e| e.revision));
+    }
+    seen.truncate(3);
+    drop(stream);
+    for i in 5..10 {
+        written.push(
+            create(&c, leader, &format!("a-{i}"), &format!("事项{i}"))
+                .await
+                .expect("write")
+                .1,
+        );
+    }
+    let resume_from = seen.last().copied().expect("saw events") + 1;
+    let mut stream = c
+        .watch(watcher)
+        .watch(WatchRequest {
+            start_revision: resume_from,
+            kinds,
+            ..Default::default()
+        })
+        .await
+        .expect("resume")
+        .into_inner();
+    while seen.len() < written.len() {
+        let msg = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("events arrive")
+            .expect("stream open")
+            .expect("message");
+        seen.extend(msg.events.iter().map(|e| e.revision));
+    }
+    assert_eq!(seen, written, "every write's event exactly once, in order");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watch_from_compacted_history_is_out_of_range_with_the_oldest_revision() {
+    let hk = Housekeeping {
+        event_retention: 10,
+        ..Housekeeping::default()
+    };
+    let c = Cluster::start_with(3, test_tuning(), hk).await;
+    let leader = c.must_leader().await;
+    for i in 0..40 {
+        create(&c, leader, &format!("c-{i}"), &format!("事项{i}"))
+            .await
+            .expect("write");
+    }
+    let err = c
+        .watch(leader)
+        .watch(WatchRequest {
+            start_revision: 1,
+            ..Default::default()
+        })
+        .await
+        .expect_err("compacted");
+    assert_eq!(err.code(), Code::OutOfRange);
+    let oldest: u64 = err
+        .metadata()
+        .get("concord-oldest-revision")
+        .expect("oldest header")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(oldest > 1);
+    assert!(
+        err.message().contains(&oldest.to_string()),
+        "{}",
+        err.message()
+    );
+    c.watch(leader)
+        .watch(WatchRequest {
+            start_revision: oldest,
+            ..Default::default()
+        })
+        .await
+        .expect("oldest is watchable");
+    c.shutdown().await;
+}
