@@ -11,7 +11,6 @@ use concord_store::{Raft, StoreOptions};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::StreamExt;
 
 use crate::config::NodeConfig;
 use crate::core::NodeCore;
