@@ -61,19 +61,22 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .with_context(|| format!("starting node {}", i + 1))?;
         children.push(child);
     }
-    if let Err(e) = wait_ready(
-        &(0..3).map(addr).collect::<Vec<_>>(),
-        Duration::from_secs(30),
-    )
-    .await
-    {
+    let addrs: Vec<String> = (0..3).map(addr).collect();
+    // A child that exits during start (say, its port is taken) fails the start rather
+    // than being masked by whatever else answers on that port.
+    let started_ok = tokio::select! {
+        ready = wait_ready(&addrs, Duration::from_secs(30)) => {
+            ready.map_err(|e| anyhow::anyhow!("the dev cluster did not become ready: {e:#}"))
+        }
+        (i, status) = first_exit(&mut children) => {
+            Err(anyhow::anyhow!("node {} exited during start ({status})", i + 1))
+        }
+    };
+    if let Err(e) = started_ok {
         for c in &mut children {
             let _ = c.kill().await;
         }
-        bail!(
-            "the dev cluster did not become ready: {e:#} (logs in {})",
-            args.dir.display()
-        );
+        bail!("{e} (logs in {})", args.dir.display());
     }
     let ready_ms = started.elapsed().as_millis();
     println!(
@@ -103,6 +106,18 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let _ = c.kill().await;
     }
     Ok(())
+}
+
+/// Resolves when any child has exited, with its index and exit status.
+async fn first_exit(children: &mut [tokio::process::Child]) -> (usize, std::process::ExitStatus) {
+    loop {
+        for (i, c) in children.iter_mut().enumerate() {
+            if let Ok(Some(status)) = c.try_wait() {
+                return (i, status);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Ready = every node knows the leader and has applied the seeded department registry.

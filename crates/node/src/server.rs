@@ -11,6 +11,7 @@ use concord_store::{Raft, StoreOptions};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 
 use crate::config::NodeConfig;
 use crate::core::NodeCore;
@@ -159,12 +160,18 @@ pub async fn start_with_listener(
                 .max_decoding_message_size(usize::MAX),
         );
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(router.serve_with_incoming_shutdown(
-        TcpListenerStream::new(listener),
-        async {
-            let _ = shutdown_rx.await;
-        },
-    ));
+    // serve_with_incoming bypasses the builder's tcp_nodelay, so set it on every
+    // accepted connection: otherwise small replies wait on Nagle + delayed ACK.
+    let incoming = TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|c| {
+            if let Err(e) = c.set_nodelay(true) {
+                tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+            }
+        })
+    });
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = shutdown_rx.await;
+    }));
 
     tokio::spawn(core.clone().run_ticker());
     if let Err(e) = core.clone().bootstrap_if_configured().await {
