@@ -19,22 +19,12 @@ use crate::{DomainError, Failure, StorageFault};
 /// stays a small log entry to apply.
 pub const MAX_PURGE_PER_TICK: usize = 10_000;
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {
     /// In key order, so every replica writes the same bytes in the same order.
     pub writes: Vec<Write>,
     pub events: Vec<Event>,
     pub response: Response,
-}
-
-impl Default for Response {
-    fn default() -> Self {
-        Response {
-            revision: 0,
-            result: Ok(Outcome::Nothing),
-            replayed: false,
-        }
-    }
 }
 
 /// What is remembered of an applied request id.

@@ -4,6 +4,7 @@
 //! key-value tree holds the whole state and a prefix scan lists one class.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -75,6 +76,14 @@ pub fn get_typed<T: DeserializeOwned>(
     }
 }
 
+/// Where a `StateRead::scan` of an ordered map starts.
+fn scan_start(prefix: &str, after: Option<&str>) -> Bound<String> {
+    match after {
+        Some(a) => Bound::Excluded(a.to_string()),
+        None => Bound::Included(prefix.to_string()),
+    }
+}
+
 /// An in-memory state, for tests and for replaying a log without a store.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct MemState {
@@ -107,14 +116,9 @@ impl StateRead for MemState {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, StorageFault> {
-        use std::ops::Bound;
-        let lower = match after {
-            Some(a) => Bound::Excluded(a.to_string()),
-            None => Bound::Included(prefix.to_string()),
-        };
         Ok(self
             .map
-            .range((lower, Bound::Unbounded))
+            .range((scan_start(prefix, after), Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix))
             .take(limit)
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -143,14 +147,9 @@ impl StateRead for Overlay<'_> {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, StorageFault> {
-        use std::ops::Bound;
-        let lower = match after {
-            Some(a) => Bound::Excluded(a.to_string()),
-            None => Bound::Included(prefix.to_string()),
-        };
         let pending: Vec<(&String, &Option<Vec<u8>>)> = self
             .writes
-            .range((lower, Bound::Unbounded))
+            .range((scan_start(prefix, after), Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix))
             .collect();
         // Each pending write can hide at most one base entry, so this many base

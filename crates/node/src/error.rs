@@ -15,8 +15,6 @@ pub enum NodeError {
     /// A watch start revision that was compacted away.
     #[error("revision {requested} is compacted; the oldest available revision is {oldest}")]
     Compacted { requested: u64, oldest: u64 },
-    #[error("request too large: {0}")]
-    TooLarge(String),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -82,7 +80,6 @@ impl From<NodeError> for Status {
                 }
                 s
             }
-            NodeError::TooLarge(_) => Status::new(Code::ResourceExhausted, msg),
             NodeError::Internal(_) => Status::new(Code::Internal, msg),
         }
     }

@@ -71,15 +71,6 @@ pub enum ForwardError {
     Refused { code: i32, message: String },
 }
 
-impl ForwardError {
-    pub fn from_status(s: tonic::Status) -> Self {
-        ForwardError::Refused {
-            code: s.code() as i32,
-            message: s.message().to_string(),
-        }
-    }
-}
-
 /// gRPC channels to peers, by address, created lazily and reused.
 #[derive(Clone, Default)]
 pub struct Peers {
@@ -131,12 +122,20 @@ pub struct PeerNetwork {
 #[error("{0}")]
 struct TransportError(String);
 
+/// The raft RPCs a peer serves.
+#[derive(Clone, Copy)]
+enum RaftRpc {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+}
+
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>;
 
 impl PeerNetwork {
     async fn call<Req, Resp, E>(
         &mut self,
-        method: &'static str,
+        rpc: RaftRpc,
         req: &Req,
         option: &RPCOption,
     ) -> Result<Resp, RpcErr<E>>
@@ -145,7 +144,7 @@ impl PeerNetwork {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let client = match &self.client {
+        let mut client = match &self.client {
             Ok(c) => c.clone(),
             Err(e) => {
                 return Err(RPCError::Unreachable(Unreachable::new(&TransportError(
@@ -153,14 +152,13 @@ impl PeerNetwork {
                 ))))
             }
         };
-        let mut client = client;
         let data = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut request = tonic::Request::new(RaftPayload { data });
         request.set_timeout(option.hard_ttl());
-        let result = match method {
-            "append" => client.append_entries(request).await,
-            "vote" => client.vote(request).await,
-            _ => client.install_snapshot(request).await,
+        let result = match rpc {
+            RaftRpc::AppendEntries => client.append_entries(request).await,
+            RaftRpc::Vote => client.vote(request).await,
+            RaftRpc::InstallSnapshot => client.install_snapshot(request).await,
         };
         let payload = match result {
             Ok(r) => r.into_inner(),
@@ -187,7 +185,7 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
-        self.call("append", &rpc, &option).await
+        self.call(RaftRpc::AppendEntries, &rpc, &option).await
     }
 
     async fn install_snapshot(
@@ -195,7 +193,7 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
-        self.call("snapshot", &rpc, &option).await
+        self.call(RaftRpc::InstallSnapshot, &rpc, &option).await
     }
 
     async fn vote(
@@ -203,7 +201,7 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RpcErr> {
-        self.call("vote", &rpc, &option).await
+        self.call(RaftRpc::Vote, &rpc, &option).await
     }
 
     fn backoff(&self) -> openraft::network::Backoff {

@@ -43,10 +43,6 @@ pub struct RunningNode {
 }
 
 impl RunningNode {
-    pub fn raft(&self) -> &Raft {
-        &self.core.raft
-    }
-
     /// Stops serving (watch streams end with UNAVAILABLE), then stops Raft.
     pub async fn shutdown(self) {
         let _ = self.core.stopping.send(true);

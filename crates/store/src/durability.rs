@@ -4,30 +4,46 @@
 //! then `fsync` of the data file; all waiters queued meanwhile share one `fsync`.
 
 use std::fs::File;
-use std::path::PathBuf;
-use std::sync::mpsc;
+use std::path::Path;
+use std::sync::{mpsc, Arc};
 use std::thread;
 
 type Waiter = Box<dyn FnOnce(std::io::Result<()>) + Send>;
 
+/// What one sync makes durable: sled's buffers, then its data file. The file is
+/// opened once (sled keeps the same file for its lifetime), not on every sync.
+struct Target {
+    db: sled::Db,
+    file: File,
+}
+
+impl Target {
+    fn sync(&self) -> std::io::Result<()> {
+        self.db.flush().map_err(crate::io_err)?;
+        self.file.sync_all()
+    }
+}
+
 pub struct Durability {
     tx: mpsc::Sender<Waiter>,
-    db: sled::Db,
-    file: PathBuf,
+    target: Arc<Target>,
 }
 
 impl Durability {
-    pub(crate) fn start(db: sled::Db, file: PathBuf) -> std::io::Result<Self> {
+    pub(crate) fn start(db: sled::Db, file: &Path) -> std::io::Result<Self> {
+        let target = Arc::new(Target {
+            db,
+            file: File::open(file)?,
+        });
         let (tx, rx) = mpsc::channel::<Waiter>();
-        let worker_db = db.clone();
-        let worker_file = file.clone();
+        let worker = target.clone();
         thread::Builder::new()
             .name("concord-fsync".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
                     let mut waiters = vec![first];
                     waiters.extend(rx.try_iter());
-                    let result = sync(&worker_db, &worker_file);
+                    let result = worker.sync();
                     for w in waiters {
                         w(result
                             .as_ref()
@@ -36,7 +52,7 @@ impl Durability {
                     }
                 }
             })?;
-        Ok(Durability { tx, db, file })
+        Ok(Durability { tx, target })
     }
 
     /// Calls `done` once everything written before this call is on stable storage.
@@ -48,11 +64,6 @@ impl Durability {
 
     /// Syncs now, on the caller's thread (for votes and truncation, which are rare).
     pub fn sync_now(&self) -> std::io::Result<()> {
-        sync(&self.db, &self.file)
+        self.target.sync()
     }
-}
-
-fn sync(db: &sled::Db, file: &PathBuf) -> std::io::Result<()> {
-    db.flush().map_err(crate::io_err)?;
-    File::open(file)?.sync_all()
 }

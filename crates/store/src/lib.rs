@@ -89,7 +89,6 @@ impl Default for StoreOptions {
 }
 
 pub(crate) struct Shared {
-    pub db: sled::Db,
     pub log: sled::Tree,
     pub raft: sled::Tree,
     pub sm: sled::Tree,
@@ -124,11 +123,10 @@ pub fn open(
     let log = db.open_tree("log")?;
     let raft = db.open_tree("raft")?;
     let sm = db.open_tree("sm")?;
-    let durability = durability::Durability::start(db.clone(), db_path.join("db"))?;
+    let durability = durability::Durability::start(db, &db_path.join("db"))?;
     let applied = reader::read_applied_index(&sm).unwrap_or(0);
     let (applied_tx, _) = tokio::sync::watch::channel(applied);
     let shared = Arc::new(Shared {
-        db,
         log,
         raft,
         sm,

@@ -65,6 +65,21 @@ impl LogStore {
     }
 }
 
+impl LogStore {
+    /// Removes the entries whose keys fall in `range`, in one batch.
+    fn remove_entries(&self, range: impl RangeBounds<[u8; 8]>) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        for kv in self.shared.log.range(range) {
+            let (k, _) = kv.map_err(|e| logs_read_err(&e))?;
+            batch.remove(k);
+        }
+        self.shared
+            .log
+            .apply_batch(batch)
+            .map_err(|e| write_err(ErrorSubject::Logs, &e))
+    }
+}
+
 fn write_err(subject: ErrorSubject<NodeId>, e: &dyn std::error::Error) -> StorageError {
     StorageIOError::new(subject, ErrorVerb::Write, AnyError::error(e.to_string())).into()
 }
@@ -78,13 +93,8 @@ fn logs_read_err(e: &dyn std::error::Error) -> StorageError {
     .into()
 }
 
-fn bound_to_key(b: Bound<&u64>, start: bool) -> Bound<[u8; 8]> {
-    match b {
-        Bound::Included(i) => Bound::Included(i.to_be_bytes()),
-        Bound::Excluded(i) => Bound::Excluded(i.to_be_bytes()),
-        Bound::Unbounded if start => Bound::Unbounded,
-        Bound::Unbounded => Bound::Unbounded,
-    }
+fn bound_to_key(b: Bound<&u64>) -> Bound<[u8; 8]> {
+    b.map(|i| i.to_be_bytes())
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -93,8 +103,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let range = (
-            bound_to_key(range.start_bound(), true),
-            bound_to_key(range.end_bound(), false),
+            bound_to_key(range.start_bound()),
+            bound_to_key(range.end_bound()),
         );
         let mut out = vec![];
         for kv in self.shared.log.range(range) {
@@ -181,15 +191,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
-        let mut batch = sled::Batch::default();
-        for kv in self.shared.log.range(log_id.index.to_be_bytes()..) {
-            let (k, _) = kv.map_err(|e| logs_read_err(&e))?;
-            batch.remove(k);
-        }
-        self.shared
-            .log
-            .apply_batch(batch)
-            .map_err(|e| write_err(ErrorSubject::Logs, &e))?;
+        self.remove_entries(log_id.index.to_be_bytes()..)?;
         self.shared
             .durability
             .sync_now()
@@ -199,15 +201,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
         // Record the purge point first: a crash in between leaves a harmless prefix.
         self.put_meta(LAST_PURGED, &log_id, ErrorSubject::Logs)?;
-        let mut batch = sled::Batch::default();
-        for kv in self.shared.log.range(..=log_id.index.to_be_bytes()) {
-            let (k, _) = kv.map_err(|e| logs_read_err(&e))?;
-            batch.remove(k);
-        }
-        self.shared
-            .log
-            .apply_batch(batch)
-            .map_err(|e| write_err(ErrorSubject::Logs, &e))?;
-        Ok(())
+        self.remove_entries(..=log_id.index.to_be_bytes())
     }
 }

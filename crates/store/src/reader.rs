@@ -117,18 +117,6 @@ impl StoreReader {
     pub fn compacted_through(&self) -> u64 {
         compacted_through(&self.shared.sm)
     }
-
-    /// The last log index the current snapshot covers.
-    pub fn snapshot_index(&self) -> Option<u64> {
-        let meta =
-            crate::snapshot::read_meta(&crate::state_machine::current_path(&self.shared)).ok()?;
-        meta.last_log_id.map(|l| l.index)
-    }
-
-    /// Bytes sled uses on disk.
-    pub fn disk_bytes(&self) -> u64 {
-        self.shared.db.size_on_disk().unwrap_or(0)
-    }
 }
 
 impl StateRead for StoreReader {

@@ -51,12 +51,6 @@ impl RaftService for RaftSvc {
 
     async fn forward(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let fwd: ForwardRequest = parse(req)?;
-        let started = std::time::Instant::now();
-        let reply = self.core.handle_forward(fwd).await;
-        tracing::debug!(
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "handled forward"
-        );
-        payload(&reply)
+        payload(&self.core.handle_forward(fwd).await)
     }
 }

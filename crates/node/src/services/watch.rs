@@ -107,8 +107,9 @@ async fn follow(
     loop {
         // Everything at or below `applied` is in the store before we scan.
         let applied = *applied_rx.borrow_and_update();
-        if cursor <= reader.compacted_through() {
-            let oldest = reader.compacted_through() + 1;
+        let compacted = reader.compacted_through();
+        if cursor <= compacted {
+            let oldest = compacted + 1;
             let _ = tx
                 .send(Err(NodeError::Compacted {
                     requested: cursor,
