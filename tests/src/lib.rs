@@ -1,14 +1,17 @@
 //! One cluster harness for the workspace tests: real nodes (in this process, on
-//! ephemeral ports, each with its own data dir) and `must_*` helpers that wait on a
-//! condition with a deadline and fail loudly.
+//! ephemeral ports, each with its own data dir and certificates from a test CA,
+//! mutual TLS on every connection) and `must_*` helpers that wait on a condition
+//! with a deadline and fail loudly.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use concord_node::config::{Housekeeping, Limits, RaftTuning};
+use concord_node::config::{Housekeeping, Limits, RaftTuning, TlsSettings};
 use concord_node::{NodeConfig, RunningNode};
+use concord_pki::{layout, Ca, CertRole, Identity, ReloadingTls, TlsFiles, Validity};
 use concord_proto::cluster::v1::cluster_service_client::ClusterServiceClient;
 use concord_proto::cluster::v1::{
     AddLearnerRequest, ListDepartmentsRequest, StatusRequest, StatusResponse,
@@ -20,6 +23,86 @@ use concord_proto::watch::v1::watch_service_client::WatchServiceClient;
 use tonic::transport::Channel;
 
 pub const DEPARTMENTS: [&str; 5] = ["SAMR", "TRANS", "JUST", "ECO", "EMER"];
+
+/// A test CA in a directory, issuing (once) and loading certificates on demand.
+pub struct TestPki {
+    pub dir: PathBuf,
+    pub ca: Ca,
+    loaded: Mutex<HashMap<Identity, Arc<ReloadingTls>>>,
+}
+
+impl TestPki {
+    pub fn new(dir: &Path) -> TestPki {
+        concord_pki::install_default_provider();
+        let ca = layout::init_ca(dir, "Concord test CA", 30, false).expect("test CA");
+        TestPki {
+            dir: dir.to_path_buf(),
+            ca,
+            loaded: Mutex::default(),
+        }
+    }
+
+    pub fn node(department: &str) -> Identity {
+        Identity::new(department, CertRole::Node, "node").expect("identity")
+    }
+
+    pub fn client(department: &str) -> Identity {
+        Identity::new(department, CertRole::Client, "app").expect("identity")
+    }
+
+    pub fn admin() -> Identity {
+        Identity::new("BIGDATA", CertRole::Admin, "operator").expect("identity")
+    }
+
+    /// The files of `id`, issued by the test CA the first time they are asked for.
+    pub fn files(&self, id: &Identity) -> TlsFiles {
+        let files = layout::tls_files(&self.dir, id);
+        if !files.cert.exists() {
+            let hosts = match id.role {
+                CertRole::Node => vec!["127.0.0.1".to_string(), "localhost".to_string()],
+                _ => vec![],
+            };
+            layout::issue_into(&self.ca, &self.dir, id, &hosts, Validity::days_from_now(30))
+                .expect("issue certificate");
+        }
+        files
+    }
+
+    pub fn tls(&self, id: &Identity) -> Arc<ReloadingTls> {
+        let mut loaded = self.loaded.lock().expect("pki lock");
+        loaded
+            .entry(id.clone())
+            .or_insert_with(|| Arc::new(ReloadingTls::load(self.files(id)).expect("load TLS")))
+            .clone()
+    }
+
+    /// A channel to `addr` presenting `id`'s certificate.
+    pub fn channel(&self, addr: impl ToString, id: &Identity) -> Channel {
+        concord_node::client::channel(&addr.to_string(), Some(self.tls(id))).expect("channel")
+    }
+
+    /// The TLS settings of a node of `department`.
+    pub fn node_settings(&self, department: &str) -> TlsSettings {
+        let f = self.files(&Self::node(department));
+        TlsSettings {
+            insecure: false,
+            ca: f.ca,
+            cert: f.cert,
+            key: f.key,
+            reload_interval_ms: 100,
+        }
+    }
+
+    /// `CONCORD_TLS_*` variables for a `concord node` process of `department`.
+    pub fn node_env(&self, department: &str) -> Vec<(String, String)> {
+        let f = self.files(&Self::node(department));
+        vec![
+            ("CONCORD_TLS_CA".into(), f.ca.display().to_string()),
+            ("CONCORD_TLS_CERT".into(), f.cert.display().to_string()),
+            ("CONCORD_TLS_KEY".into(), f.key.display().to_string()),
+        ]
+    }
+}
 
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
@@ -48,6 +131,7 @@ pub struct TestNode {
 
 pub struct Cluster {
     pub nodes: BTreeMap<u64, TestNode>,
+    pub pki: TestPki,
     pub dir: tempfile::TempDir,
     pub tuning: RaftTuning,
     pub housekeeping: Housekeeping,
@@ -60,6 +144,7 @@ fn node_config(
     data_dir: PathBuf,
     tuning: &RaftTuning,
     hk: &Housekeeping,
+    pki: &TestPki,
 ) -> NodeConfig {
     NodeConfig {
         node_id: id,
@@ -75,6 +160,7 @@ fn node_config(
             default_timeout_ms: 10_000,
         },
         housekeeping: hk.clone(),
+        tls: pki.node_settings(department),
     }
 }
 
@@ -91,6 +177,7 @@ impl Cluster {
     ) -> Cluster {
         init_tracing();
         let dir = tempfile::tempdir().expect("temp dir");
+        let pki = TestPki::new(&dir.path().join("pki"));
         let mut listeners = vec![];
         for _ in 0..voters {
             listeners.push(
@@ -118,6 +205,7 @@ impl Cluster {
                 dir.path().join(format!("node-{id}")),
                 &tuning,
                 &housekeeping,
+                &pki,
             );
             if id == 1 {
                 config.bootstrap = true;
@@ -139,6 +227,7 @@ impl Cluster {
         }
         let cluster = Cluster {
             nodes,
+            pki,
             dir,
             tuning,
             housekeeping,
@@ -149,19 +238,25 @@ impl Cluster {
         cluster
     }
 
+    /// A channel to node `id` as its own department's client system.
     fn channel(&self, id: u64) -> Channel {
-        let addr = self.nodes[&id].addr;
-        Channel::from_shared(format!("http://{addr}"))
-            .expect("uri")
-            .connect_lazy()
+        let node = &self.nodes[&id];
+        self.pki
+            .channel(node.addr, &TestPki::client(&node.department))
+    }
+
+    /// A channel to node `id` presenting `identity`'s certificate.
+    pub fn channel_as(&self, id: u64, identity: &Identity) -> Channel {
+        self.pki.channel(self.nodes[&id].addr, identity)
     }
 
     pub fn items(&self, id: u64) -> ItemServiceClient<Channel> {
         ItemServiceClient::new(self.channel(id))
     }
 
+    /// ClusterService at node `id` with the operator's admin certificate.
     pub fn admin(&self, id: u64) -> ClusterServiceClient<Channel> {
-        ClusterServiceClient::new(self.channel(id))
+        ClusterServiceClient::new(self.channel_as(id, &TestPki::admin()))
     }
 
     pub fn watch(&self, id: u64) -> WatchServiceClient<Channel> {
@@ -281,6 +376,7 @@ impl Cluster {
             self.dir.path().join(format!("node-{id}")),
             &self.tuning,
             &self.housekeeping,
+            &self.pki,
         );
         let running = concord_node::start_with_listener(config.clone(), listener)
             .await

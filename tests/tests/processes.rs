@@ -1,5 +1,6 @@
-//! The real `concord` binary as three processes: `kill -9` the leader under a steady
-//! write load, restart it, and find every acknowledged write on every node.
+//! The real `concord` binary as three processes, with mutual TLS from a test CA:
+//! `kill -9` the leader under a steady write load, restart it, and find every
+//! acknowledged write on every node.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use concord_proto::cluster::v1::StatusRequest;
 use concord_proto::common::v1::Consistency;
 use concord_proto::item::v1::item_service_client::ItemServiceClient;
 use concord_proto::item::v1::{CreateItemRequest, GetItemRequest};
-use concord_tests::{at_least, item_content, must_eventually, read};
+use concord_tests::{at_least, item_content, must_eventually, read, TestPki};
 
 /// `target/<profile>/concord`, next to this test's `deps/` directory.
 fn concord_binary() -> PathBuf {
@@ -56,10 +57,8 @@ fn spawn(env: &[(String, String)], log: &std::path::Path) -> Child {
         .expect("spawn concord")
 }
 
-async fn status(addr: &str) -> Option<concord_proto::cluster::v1::StatusResponse> {
-    let mut c = ClusterServiceClient::connect(format!("http://{addr}"))
-        .await
-        .ok()?;
+async fn status(pki: &TestPki, addr: &str) -> Option<concord_proto::cluster::v1::StatusResponse> {
+    let mut c = ClusterServiceClient::new(pki.channel(addr, &TestPki::admin()));
     c.status(StatusRequest {})
         .await
         .ok()
@@ -70,6 +69,7 @@ async fn status(addr: &str) -> Option<concord_proto::cluster::v1::StatusResponse
 async fn kill_9_of_the_leader_under_writes_loses_no_acknowledged_write() {
     concord_tests::init_tracing();
     let dir = tempfile::tempdir().expect("temp dir");
+    let pki = std::sync::Arc::new(TestPki::new(&dir.path().join("pki")));
     let departments = ["SAMR", "TRANS", "JUST"];
     let addrs: Vec<String> = (0..3)
         .map(|_| format!("127.0.0.1:{}", free_port()))
@@ -79,7 +79,7 @@ async fn kill_9_of_the_leader_under_writes_loses_no_acknowledged_write() {
         .collect();
     let mut procs: BTreeMap<u64, Proc> = BTreeMap::new();
     for i in 0..3 {
-        let env = vec![
+        let mut env = vec![
             ("CONCORD_NODE_ID".to_string(), (i + 1).to_string()),
             ("CONCORD_DEPARTMENT".to_string(), departments[i].to_string()),
             ("CONCORD_LISTEN".to_string(), addrs[i].clone()),
@@ -93,11 +93,12 @@ async fn kill_9_of_the_leader_under_writes_loses_no_acknowledged_write() {
             ("CONCORD_BOOTSTRAP".to_string(), (i == 0).to_string()),
             ("CONCORD_INITIAL_MEMBERS".to_string(), members.join(",")),
         ];
+        env.extend(pki.node_env(departments[i]));
         let child = spawn(&env, &dir.path().join(format!("node-{}.log", i + 1)));
         procs.insert(i as u64 + 1, Proc { child, env });
     }
     let leader = must_eventually(Duration::from_secs(30), "a leader", || async {
-        let s = status(&addrs[0]).await?;
+        let s = status(&pki, &addrs[0]).await?;
         (s.leader_id != 0 && s.applied_index >= 2).then_some(s.leader_id)
     })
     .await;
@@ -109,12 +110,10 @@ async fn kill_9_of_the_leader_under_writes_loses_no_acknowledged_write() {
         .map(|id| {
             let addr = addrs[id as usize - 1].clone();
             let dept = departments[id as usize - 1].to_string();
+            let pki = pki.clone();
             tokio::spawn(async move {
-                let mut client = ItemServiceClient::new(
-                    tonic::transport::Channel::from_shared(format!("http://{addr}"))
-                        .unwrap()
-                        .connect_lazy(),
-                );
+                let mut client =
+                    ItemServiceClient::new(pki.channel(&addr, &TestPki::client(&dept)));
                 let mut acked = vec![];
                 let mut failed = 0;
                 let until = Instant::now() + Duration::from_secs(4);
@@ -174,10 +173,8 @@ async fn kill_9_of_the_leader_under_writes_loses_no_acknowledged_write() {
         acked.len()
     );
     let max_rev = acked.iter().map(|(_, r)| *r).max().unwrap_or(0);
-    for addr in &addrs {
-        let mut client = ItemServiceClient::connect(format!("http://{addr}"))
-            .await
-            .expect("connect");
+    for (addr, dept) in addrs.iter().zip(departments) {
+        let mut client = ItemServiceClient::new(pki.channel(addr, &TestPki::client(dept)));
         must_eventually(Duration::from_secs(30), "node catches up", || {
             let mut client = client.clone();
             let id = acked[0].0.clone();

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use anyhow::{bail, Context};
+use concord_pki::ReloadingTls;
 use concord_proto::cluster::v1::cluster_service_client::ClusterServiceClient;
 use concord_proto::cluster::v1::{ListDepartmentsRequest, StatusRequest};
 use concord_proto::common::v1::{Consistency, ReadOptions};
@@ -21,6 +24,9 @@ pub struct DevArgs {
     /// Port of the first node; the others use the next ones.
     #[arg(long, default_value_t = 7001)]
     base_port: u16,
+    /// Run every port in PLAINTEXT, without certificates. For debugging only.
+    #[arg(long)]
+    insecure_dev: bool,
 }
 
 const DEPARTMENTS: [&str; 3] = ["SAMR", "TRANS", "JUST"];
@@ -32,6 +38,21 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .with_context(|| format!("wiping {}", args.dir.display()))?;
     }
     std::fs::create_dir_all(&args.dir)?;
+    let pki_dir = args.dir.join("pki");
+    let identities = crate::pki::dev_identities(&DEPARTMENTS);
+    let admin = identities
+        .iter()
+        .find(|i| i.role == concord_pki::CertRole::Admin)
+        .cloned()
+        .context("the dev PKI has an admin")?;
+    let tls = if args.insecure_dev {
+        eprintln!("WARNING: --insecure-dev: every port is PLAINTEXT and nobody is authenticated.");
+        None
+    } else {
+        crate::pki::ensure_dev_pki(&pki_dir, &identities)
+            .with_context(|| format!("creating the dev PKI in {}", pki_dir.display()))?;
+        Some(crate::pki::load(&pki_dir, &admin)?)
+    };
     let exe = std::env::current_exe().context("locating the concord binary")?;
     let addr = |i: usize| format!("127.0.0.1:{}", args.base_port as usize + i);
     let members: Vec<String> = (0..3)
@@ -45,7 +66,18 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .create(true)
             .append(true)
             .open(&log_path)?;
-        let child = tokio::process::Command::new(&exe)
+        let mut command = tokio::process::Command::new(&exe);
+        if tls.is_some() {
+            let node = &identities[2 * i];
+            let files = concord_pki::layout::tls_files(&pki_dir, node);
+            command
+                .env("CONCORD_TLS_CA", files.ca)
+                .env("CONCORD_TLS_CERT", files.cert)
+                .env("CONCORD_TLS_KEY", files.key);
+        } else {
+            command.env("CONCORD_INSECURE", "true");
+        }
+        let child = command
             .arg("node")
             .env("CONCORD_NODE_ID", (i + 1).to_string())
             .env("CONCORD_DEPARTMENT", DEPARTMENTS[i])
@@ -65,7 +97,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     // A child that exits during start (say, its port is taken) fails the start rather
     // than being masked by whatever else answers on that port.
     let started_ok = tokio::select! {
-        ready = wait_ready(&addrs, Duration::from_secs(30)) => {
+        ready = wait_ready(&addrs, tls.clone(), Duration::from_secs(30)) => {
             ready.map_err(|e| anyhow::anyhow!("the dev cluster did not become ready: {e:#}"))
         }
         (i, status) = first_exit(&mut children) => {
@@ -92,7 +124,36 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             c.id().unwrap_or(0)
         );
     }
-    print_examples(&addr(0), &addr(1), &addr(2));
+    let flags = |dept: &str| match &tls {
+        None => "-plaintext".to_string(),
+        Some(_) => {
+            let id = identities
+                .iter()
+                .find(|i| i.department == dept && i.role != concord_pki::CertRole::Node)
+                .unwrap_or(&admin);
+            let f = concord_pki::layout::tls_files(&pki_dir, id);
+            format!(
+                "-cacert {} -cert {} -key {}",
+                f.ca.display(),
+                f.cert.display(),
+                f.key.display()
+            )
+        }
+    };
+    if tls.is_some() {
+        println!(
+            "\nMutual TLS on every port. Certificates are in {} (CA, one node and one client\ncertificate per department, and an admin certificate for BIGDATA).",
+            pki_dir.display()
+        );
+    }
+    print_examples(
+        [
+            (addr(0), flags("SAMR")),
+            (addr(1), flags("TRANS")),
+            (addr(2), flags("JUST")),
+        ],
+        &flags("BIGDATA"),
+    );
     println!("\nCtrl-C stops the cluster. Kill one node's pid to see the others carry on; run `concord dev` again (without --fresh) to bring it back with its data.");
     crate::shutdown_signal().await;
     for c in &mut children {
@@ -121,11 +182,15 @@ async fn first_exit(children: &mut [tokio::process::Child]) -> (usize, std::proc
 }
 
 /// Ready = every node knows the leader and has applied the seeded department registry.
-pub async fn wait_ready(addrs: &[String], timeout: Duration) -> anyhow::Result<()> {
+pub async fn wait_ready(
+    addrs: &[String],
+    tls: Option<Arc<ReloadingTls>>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     for addr in addrs {
         loop {
-            match node_ready(addr).await {
+            match node_ready(addr, tls.clone()).await {
                 Ok(true) => break,
                 Ok(false) => {}
                 Err(e) if Instant::now() > deadline => {
@@ -142,8 +207,8 @@ pub async fn wait_ready(addrs: &[String], timeout: Duration) -> anyhow::Result<(
     Ok(())
 }
 
-async fn node_ready(addr: &str) -> anyhow::Result<bool> {
-    let mut client = ClusterServiceClient::connect(format!("http://{addr}")).await?;
+async fn node_ready(addr: &str, tls: Option<Arc<ReloadingTls>>) -> anyhow::Result<bool> {
+    let mut client = ClusterServiceClient::new(concord_node::client::channel(addr, tls)?);
     let status = client.status(StatusRequest {}).await?.into_inner();
     if status.leader_id == 0 {
         return Ok(false);
@@ -159,29 +224,33 @@ async fn node_ready(addr: &str) -> anyhow::Result<bool> {
     Ok(!departments.departments.is_empty())
 }
 
-fn print_examples(samr: &str, trans: &str, just: &str) {
+/// grpcurl commands for the running cluster; `nodes` are (address, grpcurl TLS flags)
+/// of SAMR, TRANS and JUST, `admin` the flags of the admin certificate.
+fn print_examples(nodes: [(String, String); 3], admin: &str) {
+    let [(samr, s), (trans, t), (just, j)] = nodes;
     println!(
         r#"
-Plaintext for now (mTLS arrives with the security work). With grpcurl, no .proto files needed:
+With grpcurl (no .proto files needed; each department's systems use its own node):
 
-  grpcurl -plaintext {samr} list
-  grpcurl -plaintext {samr} concord.cluster.v1.ClusterService/Status
-  grpcurl -plaintext {trans} concord.cluster.v1.ClusterService/ListDepartments
+  grpcurl {s} {samr} list
+  grpcurl {s} {samr} concord.cluster.v1.ClusterService/Status
+  grpcurl {t} {trans} concord.cluster.v1.ClusterService/ListDepartments
+  grpcurl {admin} {just} concord.cluster.v1.ClusterService/AuditHead
 
   # Follow changes at the transport bureau's node (leave running in another terminal)
-  grpcurl -plaintext -d '{{"kinds":["ITEM"]}}' {trans} concord.watch.v1.WatchService/Watch
+  grpcurl {t} -d '{{"kinds":["ITEM"]}}' {trans} concord.watch.v1.WatchService/Watch
 
   # Market regulation drafts an item it leads, with transport cooperating
-  grpcurl -plaintext -d '{{"request_id":"demo-1","content":{{"name":"成品油流通","field":"refined_oil",
+  grpcurl {s} -d '{{"request_id":"demo-1","content":{{"name":"成品油流通","field":"refined_oil",
     "lead":{{"department":"SAMR","duty":"质量监管","legal_basis":"《产品质量法》"}},
     "cooperating":[{{"department":"TRANS","duty":"运输监管","legal_basis":"《道路运输条例》"}}],
     "targets":"加油站、油库","level":"CITY","methods":["DOUBLE_RANDOM"],"public":true}}}}' \
     {samr} concord.item.v1.ItemService/CreateItem
 
   # Submit it, have the justice bureau approve it, publish it (use the id returned above)
-  grpcurl -plaintext -d '{{"id":"ITEM_ID"}}' {samr} concord.item.v1.ItemService/SubmitForReview
-  grpcurl -plaintext -d '{{"id":"ITEM_ID","approve":true,"opinion":"合法"}}' {just} concord.item.v1.ItemService/ReviewItem
-  grpcurl -plaintext -d '{{"id":"ITEM_ID"}}' {samr} concord.item.v1.ItemService/PublishItem
-  grpcurl -plaintext -d '{{"status":"PUBLISHED"}}' {trans} concord.item.v1.ItemService/ListItems"#
+  grpcurl {s} -d '{{"id":"ITEM_ID"}}' {samr} concord.item.v1.ItemService/SubmitForReview
+  grpcurl {j} -d '{{"id":"ITEM_ID","approve":true,"opinion":"合法"}}' {just} concord.item.v1.ItemService/ReviewItem
+  grpcurl {s} -d '{{"id":"ITEM_ID"}}' {samr} concord.item.v1.ItemService/PublishItem
+  grpcurl {t} -d '{{"status":"PUBLISHED"}}' {trans} concord.item.v1.ItemService/ListItems"#
     );
 }

@@ -1,7 +1,8 @@
 //! The `concord` command: `node` runs one production node; `dev` runs a local
-//! three-department cluster with embedded defaults.
+//! three-department cluster with embedded defaults; `pki` issues certificates.
 
 mod dev;
+mod pki;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -37,6 +38,9 @@ enum Cmd {
     },
     /// Run a local cluster of three departments (SAMR, TRANS, JUST) on 127.0.0.1:7001-7003.
     Dev(dev::DevArgs),
+    /// Create a CA and issue node, client and admin certificates.
+    #[command(subcommand)]
+    Pki(pki::PkiCmd),
 }
 
 fn init_logging(format: &str) -> anyhow::Result<()> {
@@ -57,15 +61,17 @@ fn init_logging(format: &str) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(&cli.log_format)?;
+    // One crypto provider for the whole process (rustls cannot pick between two).
+    concord_pki::install_default_provider();
+
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
-        match cli.command {
-            Cmd::Node { config } => run_node(config).await,
-            Cmd::Dev(args) => dev::run(args).await,
-        }
-    })
+    match cli.command {
+        Cmd::Node { config } => runtime.block_on(run_node(config)),
+        Cmd::Dev(args) => runtime.block_on(dev::run(args)),
+        Cmd::Pki(cmd) => pki::run(cmd),
+    }
 }
 
 async fn run_node(path: Option<PathBuf>) -> anyhow::Result<()> {

@@ -7,8 +7,10 @@ use std::collections::BTreeMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{self, AuditRecord};
+use crate::authority;
 use crate::command::{Command, Envelope, Outcome, Response};
-use crate::department::{Department, DepartmentSpec, Role};
+use crate::department::{Department, DepartmentSpec};
 use crate::event::{Event, EventRecord, RecordKind};
 use crate::item::{self, ChangeCause, Item, ItemContent, ItemStatus};
 use crate::state::{decode, encode, keys, StateRead, Write};
@@ -68,6 +70,20 @@ pub fn apply(
         }
         Err(Failure::Fault(f)) => return Err(f),
     };
+    let target = match (env.command.target(), &result) {
+        (Some(t), _) => t.to_string(),
+        (None, Ok(Outcome::Item(item))) => item.id.clone(),
+        (None, Ok(Outcome::Department(d))) => d.code().to_string(),
+        _ => String::new(),
+    };
+    let outcome = match &result {
+        Ok(_) => "OK".to_string(),
+        Err(e) => e.code_name().to_string(),
+    };
+    let head = audit::head(view)?;
+    let (record, head) = AuditRecord::new(env, revision, target, outcome).seal(&head);
+    tx.put(keys::audit(revision), &record);
+    tx.put(keys::AUDIT_HEAD.to_string(), &head);
     let response = Response {
         revision,
         result,
@@ -157,15 +173,6 @@ impl Tx<'_> {
         });
     }
 
-    /// The acting department; an unregistered department may do nothing.
-    fn actor(&self) -> Result<Department, Failure> {
-        self.get::<Department>(&keys::department(&self.env.actor))?
-            .ok_or_else(|| {
-                DomainError::denied(format!("department {} is not registered", self.env.actor))
-                    .into()
-            })
-    }
-
     fn item(&self, id: &str) -> Result<Item, Failure> {
         self.get::<Item>(&keys::item(id))?
             .ok_or_else(|| DomainError::not_found("item", id).into())
@@ -221,6 +228,11 @@ fn check_expected(expected: Option<u64>, actual: u64) -> Result<(), DomainError>
 }
 
 fn execute(tx: &mut Tx, command: &Command) -> Result<Outcome, Failure> {
+    authority::authorize(
+        |code| Ok(tx.get::<Department>(&keys::department(code))?),
+        |id| Ok(tx.get::<Item>(&keys::item(id))?),
+        tx.env,
+    )?;
     match command {
         Command::Bootstrap { departments } => bootstrap(tx, departments),
         Command::RegisterDepartment {
@@ -239,7 +251,6 @@ fn execute(tx: &mut Tx, command: &Command) -> Result<Outcome, Failure> {
             expected_revision,
         } => {
             let item = tx.item(id)?;
-            item::require_lead(&item, &tx.env.actor, "submit")?;
             check_expected(*expected_revision, item.updated_revision)?;
             item::require_status(&item, "submit", &[ItemStatus::Draft, ItemStatus::Rejected])?;
             transition(tx, item, ItemStatus::InReview, "item.submitted")
@@ -316,7 +327,6 @@ fn register_department(
     expected: Option<u64>,
 ) -> Result<Outcome, Failure> {
     spec.validate("department")?;
-    tx.actor()?;
     let key = keys::department(&spec.code);
     let existing = tx.get::<Department>(&key)?;
     check_expected(
@@ -371,15 +381,6 @@ fn tick(tx: &mut Tx, retention_ms: i64) -> Result<Outcome, Failure> {
 
 fn create_item(tx: &mut Tx, content: &ItemContent) -> Result<Outcome, Failure> {
     content.validate("content")?;
-    let actor = tx.actor()?;
-    if content.lead.department != actor.code() {
-        return Err(DomainError::denied(format!(
-            "a department drafts only items it leads: content.lead.department is {}, the caller is {}",
-            content.lead.department,
-            actor.code()
-        ))
-        .into());
-    }
     tx.require_registered(content)?;
     let item = Item {
         id: format!("item-{}", tx.revision),
@@ -423,7 +424,6 @@ fn update_draft(
 ) -> Result<Outcome, Failure> {
     content.validate("content")?;
     let mut item = tx.item(id)?;
-    item::require_lead(&item, &tx.env.actor, "editing")?;
     check_expected(expected, item.updated_revision)?;
     item::require_status(&item, "editing", &[ItemStatus::Draft, ItemStatus::Rejected])?;
     check_same_lead(&item, content)?;
@@ -463,19 +463,11 @@ fn review_item(
     if !approve && opinion.trim().is_empty() {
         return Err(DomainError::invalid("opinion", "required when rejecting").into());
     }
-    let actor = tx.actor()?;
     let mut item = tx.item(id)?;
-    if !actor.has_role(Role::LegalityReviewer) {
-        return Err(DomainError::denied(format!(
-            "legality review is for a department with the LEGALITY_REVIEWER role; {} has none",
-            actor.code()
-        ))
-        .into());
-    }
     check_expected(expected, item.updated_revision)?;
     item::require_status(&item, "review", &[ItemStatus::InReview])?;
     item.review = Some(item::Review {
-        reviewer: actor.code().to_string(),
+        reviewer: tx.env.actor.clone(),
         approved: approve,
         opinion: opinion.to_string(),
         revision: tx.revision,
@@ -490,7 +482,6 @@ fn review_item(
 
 fn publish_item(tx: &mut Tx, id: &str, expected: Option<u64>) -> Result<Outcome, Failure> {
     let mut item = tx.item(id)?;
-    item::require_lead(&item, &tx.env.actor, "publishing")?;
     check_expected(expected, item.updated_revision)?;
     item::require_status(&item, "publishing", &[ItemStatus::Approved])?;
     if item.published_version > 0 {
@@ -524,7 +515,6 @@ fn revise_item(
     validate::required_text("change_note", change_note, MAX_TEXT_CHARS)?;
     content.validate("content")?;
     let item = tx.item(id)?;
-    item::require_lead(&item, &tx.env.actor, "revision")?;
     check_expected(expected, item.updated_revision)?;
     item::require_status(&item, "revision", &[ItemStatus::Published])?;
     check_same_lead(&item, content)?;
@@ -558,7 +548,6 @@ fn abolish_item(
 ) -> Result<Outcome, Failure> {
     validate::required_text("reason", reason, MAX_TEXT_CHARS)?;
     let mut item = tx.item(id)?;
-    item::require_lead(&item, &tx.env.actor, "abolition")?;
     check_expected(expected, item.updated_revision)?;
     item::require_status(&item, "abolition", &[ItemStatus::Published])?;
     item.abolish_reason = reason.to_string();

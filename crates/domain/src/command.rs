@@ -10,10 +10,35 @@ use crate::DomainError;
 pub struct Envelope {
     /// Department code of the node that received the request.
     pub actor: String,
+    /// In what capacity the actor acts; set by the leader, never by a forwarder.
+    #[serde(default)]
+    pub principal: Principal,
     /// Idempotency key, unique per actor. Empty for system commands (ticks).
     pub request_id: String,
     pub timestamp_ms: i64,
     pub command: Command,
+}
+
+/// The capacity behind an envelope. Only the leader sets anything but `Member`:
+/// `Admin` for an admin certificate presented to it directly, `System` for its own
+/// housekeeping. A forwarded write is always `Member` of the forwarding department.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Principal {
+    #[default]
+    Member,
+    Admin,
+    System,
+}
+
+impl Principal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Principal::Member => "member",
+            Principal::Admin => "admin",
+            Principal::System => "system",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,20 +92,93 @@ pub enum Command {
     },
 }
 
-impl Command {
+/// Every kind of command, for the authority matrix and the audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandKind {
+    Bootstrap,
+    RegisterDepartment,
+    Tick,
+    CreateItem,
+    UpdateDraft,
+    SubmitForReview,
+    ReviewItem,
+    PublishItem,
+    ReviseItem,
+    AbolishItem,
+}
+
+impl CommandKind {
+    pub const ALL: [CommandKind; 10] = [
+        CommandKind::Bootstrap,
+        CommandKind::RegisterDepartment,
+        CommandKind::Tick,
+        CommandKind::CreateItem,
+        CommandKind::UpdateDraft,
+        CommandKind::SubmitForReview,
+        CommandKind::ReviewItem,
+        CommandKind::PublishItem,
+        CommandKind::ReviseItem,
+        CommandKind::AbolishItem,
+    ];
+
     /// Stable name for logs, metrics and the audit trail.
-    pub fn kind(&self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
-            Command::Bootstrap { .. } => "bootstrap",
-            Command::RegisterDepartment { .. } => "register_department",
-            Command::Tick { .. } => "tick",
-            Command::CreateItem { .. } => "create_item",
-            Command::UpdateDraft { .. } => "update_draft",
-            Command::SubmitForReview { .. } => "submit_for_review",
-            Command::ReviewItem { .. } => "review_item",
-            Command::PublishItem { .. } => "publish_item",
-            Command::ReviseItem { .. } => "revise_item",
-            Command::AbolishItem { .. } => "abolish_item",
+            CommandKind::Bootstrap => "bootstrap",
+            CommandKind::RegisterDepartment => "register_department",
+            CommandKind::Tick => "tick",
+            CommandKind::CreateItem => "create_item",
+            CommandKind::UpdateDraft => "update_draft",
+            CommandKind::SubmitForReview => "submit_for_review",
+            CommandKind::ReviewItem => "review_item",
+            CommandKind::PublishItem => "publish_item",
+            CommandKind::ReviseItem => "revise_item",
+            CommandKind::AbolishItem => "abolish_item",
+        }
+    }
+}
+
+impl Command {
+    pub fn kind(&self) -> CommandKind {
+        match self {
+            Command::Bootstrap { .. } => CommandKind::Bootstrap,
+            Command::RegisterDepartment { .. } => CommandKind::RegisterDepartment,
+            Command::Tick { .. } => CommandKind::Tick,
+            Command::CreateItem { .. } => CommandKind::CreateItem,
+            Command::UpdateDraft { .. } => CommandKind::UpdateDraft,
+            Command::SubmitForReview { .. } => CommandKind::SubmitForReview,
+            Command::ReviewItem { .. } => CommandKind::ReviewItem,
+            Command::PublishItem { .. } => CommandKind::PublishItem,
+            Command::ReviseItem { .. } => CommandKind::ReviseItem,
+            Command::AbolishItem { .. } => CommandKind::AbolishItem,
+        }
+    }
+
+    /// The existing record the command acts on, if it names one.
+    pub fn target(&self) -> Option<&str> {
+        match self {
+            Command::Bootstrap { .. } | Command::Tick { .. } | Command::CreateItem { .. } => None,
+            Command::RegisterDepartment { department, .. } => Some(&department.code),
+            Command::UpdateDraft { id, .. }
+            | Command::SubmitForReview { id, .. }
+            | Command::ReviewItem { id, .. }
+            | Command::PublishItem { id, .. }
+            | Command::ReviseItem { id, .. }
+            | Command::AbolishItem { id, .. } => Some(id),
+        }
+    }
+
+    /// The basis or reason the caller gave, kept in the audit trail.
+    pub fn basis(&self) -> String {
+        match self {
+            Command::CreateItem { content } | Command::UpdateDraft { content, .. } => {
+                content.lead.legal_basis.clone()
+            }
+            Command::ReviewItem { opinion, .. } => opinion.clone(),
+            Command::ReviseItem { change_note, .. } => change_note.clone(),
+            Command::AbolishItem { reason, .. } => reason.clone(),
+            _ => String::new(),
         }
     }
 }

@@ -36,6 +36,17 @@ impl DomainError {
             reason: reason.into(),
         }
     }
+    /// The gRPC code name this refusal maps to, for the audit trail.
+    pub fn code_name(&self) -> &'static str {
+        match self {
+            DomainError::InvalidArgument { .. } => "INVALID_ARGUMENT",
+            DomainError::NotFound { .. } => "NOT_FOUND",
+            DomainError::AlreadyExists { .. } => "ALREADY_EXISTS",
+            DomainError::PermissionDenied { .. } => "PERMISSION_DENIED",
+            DomainError::FailedPrecondition { .. } => "FAILED_PRECONDITION",
+            DomainError::RevisionMismatch { .. } => "ABORTED",
+        }
+    }
     pub fn precondition(reason: impl Into<String>) -> Self {
         DomainError::FailedPrecondition {
             reason: reason.into(),

@@ -8,6 +8,8 @@
 //! - [`department`], [`item`]: the records and their rules.
 //! - [`command`]: the [`Envelope`] (actor, request id, time, command) and [`Response`].
 //! - [`state`]: the [`StateRead`] view the store provides, keys, and an in-memory view.
+//! - [`authority`]: the authority matrix — who may issue each command — checked at apply.
+//! - [`audit`]: the hash-chained full-process record every applied command appends.
 //! - [`apply`]: turns one envelope into the writes, events and response of one revision.
 //! - [`query`]: read-side functions over a [`StateRead`] (get, list, history).
 //! - [`event`]: the change-feed events a transition emits.
@@ -17,6 +19,8 @@
 //! revision, so every replica computes the same transition from the same log entry.
 
 pub mod apply;
+pub mod audit;
+pub mod authority;
 pub mod command;
 pub mod department;
 pub mod error;
@@ -27,6 +31,6 @@ pub mod state;
 pub mod validate;
 
 pub use apply::{apply, tick_due, Transition};
-pub use command::{Command, Envelope, Outcome, Response};
+pub use command::{Command, CommandKind, Envelope, Outcome, Principal, Response};
 pub use error::{DomainError, Failure, StorageFault};
 pub use state::{MemState, Overlay, StateRead, Write};

@@ -34,6 +34,12 @@ pub mod keys {
     pub const DEDUP: &str = "dedup/";
     pub const DEDUP_BY_TIME: &str = "dedupt/";
     pub const BOOTSTRAPPED: &str = "meta/bootstrapped";
+    pub const AUDIT: &str = "audit/";
+    pub const AUDIT_HEAD: &str = "meta/audit_head";
+
+    pub fn audit(revision: u64) -> String {
+        format!("{AUDIT}{revision:020}")
+    }
 
     pub fn department(code: &str) -> String {
         format!("{DEPARTMENT}{code}")

@@ -52,6 +52,45 @@ pub struct NodeConfig {
     pub limits: Limits,
     #[serde(default)]
     pub housekeeping: Housekeeping,
+    #[serde(default)]
+    pub tls: TlsSettings,
+}
+
+/// Mutual TLS on every port. The three files are PEM; see docs/security.md.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// Plaintext on every port, for development only; the node warns loudly.
+    pub insecure: bool,
+    /// CA bundle: certificates issued by any CA here are accepted.
+    pub ca: PathBuf,
+    /// This node's certificate (role `node`, this node's department).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// How often the files are checked for rotation.
+    pub reload_interval_ms: u64,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            insecure: false,
+            ca: PathBuf::new(),
+            cert: PathBuf::new(),
+            key: PathBuf::new(),
+            reload_interval_ms: 2000,
+        }
+    }
+}
+
+impl TlsSettings {
+    pub fn files(&self) -> concord_pki::TlsFiles {
+        concord_pki::TlsFiles {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -177,7 +216,7 @@ impl NodeConfig {
             }
             None => toml::Table::new(),
         };
-        let overrides: [(&str, &str, bool); 7] = [
+        let overrides: [(&str, &str, bool); 11] = [
             ("CONCORD_NODE_ID", "node_id", true),
             ("CONCORD_DEPARTMENT", "department", false),
             ("CONCORD_LISTEN", "listen", false),
@@ -185,11 +224,15 @@ impl NodeConfig {
             ("CONCORD_DATA_DIR", "data_dir", false),
             ("CONCORD_BOOTSTRAP", "bootstrap", false),
             ("CONCORD_INITIAL_MEMBERS", "initial_members", false),
+            ("CONCORD_TLS_CA", "tls.ca", false),
+            ("CONCORD_TLS_CERT", "tls.cert", false),
+            ("CONCORD_TLS_KEY", "tls.key", false),
+            ("CONCORD_INSECURE", "tls.insecure", false),
         ];
         for (var, key, numeric) in overrides {
             let Some(value) = env.get(var) else { continue };
             let v = match key {
-                "bootstrap" => toml::Value::Boolean(match value.as_str() {
+                "bootstrap" | "tls.insecure" => toml::Value::Boolean(match value.as_str() {
                     "true" | "1" => true,
                     "false" | "0" => false,
                     _ => return Err(invalid(var, format!("{value:?} is not true or false"))),
@@ -212,7 +255,20 @@ impl NodeConfig {
                 ),
                 _ => toml::Value::String(value.clone()),
             };
-            table.insert(key.to_string(), v);
+            match key.split_once('.') {
+                Some((section, field)) => {
+                    let entry = table
+                        .entry(section.to_string())
+                        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                    let toml::Value::Table(t) = entry else {
+                        return Err(invalid(section, "must be a table"));
+                    };
+                    t.insert(field.to_string(), v);
+                }
+                None => {
+                    table.insert(key.to_string(), v);
+                }
+            }
         }
         let source = path
             .map(PathBuf::from)
@@ -286,6 +342,23 @@ impl NodeConfig {
         if self.limits.max_request_bytes < 1024 {
             return Err(invalid("limits.max_request_bytes", "must be at least 1024"));
         }
+        if !self.tls.insecure {
+            for (setting, path) in [
+                ("tls.ca", &self.tls.ca),
+                ("tls.cert", &self.tls.cert),
+                ("tls.key", &self.tls.key),
+            ] {
+                if path.as_os_str().is_empty() {
+                    return Err(invalid(
+                        setting,
+                        "required (mutual TLS is the default; tls.insecure = true runs plaintext for development)",
+                    ));
+                }
+            }
+        }
+        if self.tls.reload_interval_ms == 0 {
+            return Err(invalid("tls.reload_interval_ms", "must be positive"));
+        }
         if self.housekeeping.tick_interval_ms == 0 {
             return Err(invalid("housekeeping.tick_interval_ms", "must be positive"));
         }
@@ -332,11 +405,16 @@ mod tests {
                 ("CONCORD_DATA_DIR", "/data"),
                 ("CONCORD_BOOTSTRAP", "true"),
                 ("CONCORD_INITIAL_MEMBERS", "1=SAMR@a:7001,2=TRANS@b:7002"),
+                ("CONCORD_TLS_CA", "/pki/ca.pem"),
+                ("CONCORD_TLS_CERT", "/pki/TRANS-node-n2.pem"),
+                ("CONCORD_TLS_KEY", "/pki/TRANS-node-n2.key"),
             ]),
         )
         .unwrap();
         assert_eq!(c.node_id, 2);
         assert_eq!(c.advertise, "concord-1.concord:7002");
+        assert_eq!(c.tls.cert, PathBuf::from("/pki/TRANS-node-n2.pem"));
+        assert!(!c.tls.insecure);
         assert_eq!(
             c.initial_members.get(&1).map(String::as_str),
             Some("SAMR@a:7001")
@@ -349,6 +427,7 @@ mod tests {
             ("CONCORD_NODE_ID", "1"),
             ("CONCORD_DEPARTMENT", "SAMR"),
             ("CONCORD_DATA_DIR", "/d"),
+            ("CONCORD_INSECURE", "true"),
         ];
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("CONCORD_LISTEN", "nonsense")], "listen"),
@@ -374,6 +453,12 @@ mod tests {
             let err = NodeConfig::load(None, &env(&all)).unwrap_err().to_string();
             assert!(err.contains(setting), "{err} should name {setting}");
         }
+        let mut secure = base[..3].to_vec();
+        secure.push(("CONCORD_LISTEN", "h:1"));
+        let err = NodeConfig::load(None, &env(&secure))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tls.ca"), "{err}");
         let err = NodeConfig::load(None, &env(&[("CONCORD_NODE_ID", "x")]))
             .unwrap_err()
             .to_string();

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use concord_domain::{Command, Envelope, Response};
+use std::collections::BTreeSet;
+
+use concord_domain::{Command, Envelope, Principal, Response};
 use concord_proto::common::v1::{Consistency, ReadOptions};
 use concord_proto::raft::v1::RaftPayload;
 use concord_store::{NodeId, NodeInfo, Raft, StoreReader};
@@ -23,6 +25,7 @@ pub struct NodeCore {
     pub config: NodeConfig,
     /// Flips to true when the node stops, ending watch streams.
     pub stopping: tokio::sync::watch::Sender<bool>,
+    pub security: crate::transport::Security,
 }
 
 pub fn now_ms() -> i64 {
@@ -97,7 +100,7 @@ impl NodeCore {
                 (leader, addr)
             };
             let attempt = match (leader, leader_addr) {
-                (Some(l), _) if l == self.id => self.handle_forward(req.clone()).await,
+                (Some(l), _) if l == self.id => self.handle_forward(None, req.clone()).await,
                 (Some(l), Some(addr)) => {
                     let remaining = deadline
                         .saturating_duration_since(Instant::now())
@@ -114,6 +117,9 @@ impl NodeCore {
                             NodeError::Domain(concord_domain::DomainError::precondition(message))
                         }
                         tonic::Code::Unavailable => NodeError::unavailable(message),
+                        tonic::Code::PermissionDenied => {
+                            NodeError::Domain(concord_domain::DomainError::denied(message))
+                        }
                         _ => NodeError::Internal(message),
                     })
                 }
@@ -168,16 +174,36 @@ impl NodeCore {
     }
 
     /// Leader side of forwarding (also used for requests this node receives itself).
-    pub async fn handle_forward(&self, req: ForwardRequest) -> Result<ForwardReply, ForwardError> {
+    /// `from` is the department of the forwarding node's certificate; None for this
+    /// node's own requests and in insecure mode.
+    pub async fn handle_forward(
+        &self,
+        from: Option<&str>,
+        req: ForwardRequest,
+    ) -> Result<ForwardReply, ForwardError> {
         match req {
             ForwardRequest::Write {
                 actor,
                 request_id,
                 command,
             } => {
+                if let Some(from) = from.filter(|f| *f != actor) {
+                    let why = format!(
+                        "a node of {from} forwarded a write as {actor}; a node acts only for its own department"
+                    );
+                    self.security.refusals.record(
+                        concord_pki::Refusal::WrongDepartment(why.clone()),
+                        format!("node of {from}"),
+                    );
+                    return Err(ForwardError::Refused {
+                        code: tonic::Code::PermissionDenied as i32,
+                        message: why,
+                    });
+                }
                 // The proposer stamps the time, so every replica applies the same instant.
                 let envelope = Envelope {
                     actor,
+                    principal: Principal::Member,
                     request_id,
                     timestamp_ms: now_ms(),
                     command,
@@ -188,30 +214,6 @@ impl NodeCore {
                     .await
                     .map_err(client_write_error)?;
                 Ok(ForwardReply::Written(r.data))
-            }
-            ForwardRequest::AddLearner {
-                node_id,
-                node,
-                blocking,
-            } => {
-                let r = self
-                    .raft
-                    .add_learner(node_id, node, blocking)
-                    .await
-                    .map_err(client_write_error)?;
-                Ok(ForwardReply::Membership {
-                    revision: r.log_id.index,
-                })
-            }
-            ForwardRequest::ChangeMembership { voters, retain } => {
-                let r = self
-                    .raft
-                    .change_membership(voters, retain)
-                    .await
-                    .map_err(client_write_error)?;
-                Ok(ForwardReply::Membership {
-                    revision: r.log_id.index,
-                })
             }
             ForwardRequest::ReadIndex => match self.raft.get_read_log_id().await {
                 Ok((read_log_id, _applied)) => Ok(ForwardReply::ReadIndex {
@@ -226,6 +228,94 @@ impl NodeCore {
                     .inspect_err(|_| tracing::debug!(error = %e, "read index")),
             },
         }
+    }
+
+    /// Administrative actions run here, on the leader, so they carry the admin's
+    /// own certificate and no node can claim admin authority on another's behalf.
+    fn require_leader(&self) -> Result<(), NodeError> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.current_leader == Some(self.id) {
+            return Ok(());
+        }
+        let addr = m.current_leader.and_then(|l| {
+            m.membership_config
+                .membership()
+                .get_node(&l)
+                .map(|n| n.addr.clone())
+        });
+        Err(NodeError::NotLeader {
+            leader: m.current_leader,
+            addr,
+        })
+    }
+
+    fn admin_error(&self, e: ForwardError) -> NodeError {
+        match e {
+            ForwardError::NotLeader { .. } => self
+                .require_leader()
+                .err()
+                .unwrap_or_else(|| NodeError::unavailable("leadership changed")),
+            ForwardError::Refused { code, message } => match tonic::Code::from_i32(code) {
+                tonic::Code::FailedPrecondition => {
+                    NodeError::Domain(concord_domain::DomainError::precondition(message))
+                }
+                _ => NodeError::unavailable(message),
+            },
+        }
+    }
+
+    /// Applies an administrative `command` as `admin_department`'s operator.
+    pub async fn admin_write(
+        &self,
+        admin_department: String,
+        request_id: String,
+        command: Command,
+    ) -> Result<Response, NodeError> {
+        self.require_leader()?;
+        let envelope = Envelope {
+            actor: admin_department,
+            principal: Principal::Admin,
+            request_id,
+            timestamp_ms: now_ms(),
+            command,
+        };
+        let r = self
+            .raft
+            .client_write(envelope)
+            .await
+            .map_err(|e| self.admin_error(client_write_error(e)))?;
+        Ok(r.data)
+    }
+
+    /// Adds a learner; returns the log index of the membership entry.
+    pub async fn add_learner(
+        &self,
+        node_id: NodeId,
+        node: NodeInfo,
+        blocking: bool,
+    ) -> Result<u64, NodeError> {
+        self.require_leader()?;
+        let r = self
+            .raft
+            .add_learner(node_id, node, blocking)
+            .await
+            .map_err(|e| self.admin_error(client_write_error(e)))?;
+        Ok(r.log_id.index)
+    }
+
+    /// Sets the voters; returns the log index of the membership entry.
+    pub async fn change_membership(
+        &self,
+        voters: BTreeSet<NodeId>,
+        retain: bool,
+    ) -> Result<u64, NodeError> {
+        self.require_leader()?;
+        let r = self
+            .raft
+            .change_membership(voters, retain)
+            .await
+            .map_err(|e| self.admin_error(client_write_error(e)))?;
+        Ok(r.log_id.index)
     }
 
     /// Waits until this replica may answer a read with the requested consistency and
@@ -298,6 +388,7 @@ impl NodeCore {
             }
             let envelope = Envelope {
                 actor: self.department.clone(),
+                principal: Principal::System,
                 request_id: String::new(),
                 timestamp_ms: now,
                 command: Command::Tick {

@@ -17,6 +17,15 @@ pub enum NodeError {
     Compacted { requested: u64, oldest: u64 },
     #[error("internal: {0}")]
     Internal(String),
+    /// The caller's certificate may not use this service here.
+    #[error("{0}")]
+    Refused(concord_pki::Refusal),
+    /// Administrative writes run on the leader, with the admin's own certificate.
+    #[error("administrative writes are served by the leader{}; send this request there", leader_hint(*leader, addr.as_deref()))]
+    NotLeader {
+        leader: Option<u64>,
+        addr: Option<String>,
+    },
 }
 
 impl From<StorageFault> for NodeError {
@@ -31,6 +40,13 @@ impl From<Failure> for NodeError {
             Failure::Refused(e) => NodeError::Domain(e),
             Failure::Fault(f) => f.into(),
         }
+    }
+}
+
+fn leader_hint(leader: Option<u64>, addr: Option<&str>) -> String {
+    match (leader, addr) {
+        (Some(l), Some(a)) => format!(" (node {l} at {a})"),
+        _ => " (none is elected now)".to_string(),
     }
 }
 
@@ -81,6 +97,22 @@ impl From<NodeError> for Status {
                 s
             }
             NodeError::Internal(_) => Status::new(Code::Internal, msg),
+            NodeError::Refused(r) => match r {
+                concord_pki::Refusal::NoIdentity(_) | concord_pki::Refusal::NoClientCertificate => {
+                    Status::new(Code::Unauthenticated, msg)
+                }
+                _ => Status::new(Code::PermissionDenied, msg),
+            },
+            NodeError::NotLeader { leader, addr } => {
+                let mut s = Status::new(Code::FailedPrecondition, msg);
+                if let Some(Ok(v)) = leader.map(|l| l.to_string().parse()) {
+                    s.metadata_mut().insert("concord-leader-id", v);
+                }
+                if let Some(Ok(v)) = addr.map(|a| a.parse()) {
+                    s.metadata_mut().insert("concord-leader-addr", v);
+                }
+                s
+            }
         }
     }
 }

@@ -7,10 +7,15 @@
 //! - [`core`]: writes through the leader, read barriers, membership, ticks, bootstrap.
 //! - [`network`]: openraft's network over the internal `RaftService`, and forwarding.
 //! - [`services`]: one module per gRPC service; handlers validate → propose/read → map.
+//! - [`auth`]: who the caller is (certificate identity) and what they may call here.
+//! - [`client`]: dialling a node (peers, tools, tests) over mutual TLS.
+//! - [`transport`]: the mutual-TLS listener and dialer, refusals, certificate reload.
 //! - [`convert`]: wire ↔ domain types; [`error`]: the one mapping to `tonic::Status`.
 //!
 //! **API boundary:** only this crate knows both prost and domain types.
 
+pub mod auth;
+pub mod client;
 pub mod config;
 pub mod convert;
 pub mod core;
@@ -19,6 +24,7 @@ pub mod network;
 pub mod rpc;
 pub mod server;
 pub mod services;
+pub mod transport;
 
 pub use config::NodeConfig;
 pub use server::{start, start_with_listener, RunningNode, StartError};

@@ -1,7 +1,7 @@
 //! Node-to-node transport: openraft's `RaftNetwork` over the internal gRPC
 //! `RaftService`, and the forwarding protocol followers use to reach the leader.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::error::NodeError;
 
@@ -31,22 +31,16 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error>
     serde_json::from_slice(bytes)
 }
 
-/// What a non-leader asks the leader to do on its behalf.
+/// What a non-leader asks the leader to do on its behalf. Administrative actions
+/// are not forwarded: they run on the leader with the admin's own certificate.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ForwardRequest {
+    /// A write as `actor`, which the leader accepts only when it is the
+    /// forwarding node's own department.
     Write {
         actor: String,
         request_id: String,
         command: Command,
-    },
-    AddLearner {
-        node_id: NodeId,
-        node: NodeInfo,
-        blocking: bool,
-    },
-    ChangeMembership {
-        voters: BTreeSet<NodeId>,
-        retain: bool,
     },
     /// The leader confirms it still leads and returns its commit point.
     ReadIndex,
@@ -55,13 +49,7 @@ pub enum ForwardRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ForwardReply {
     Written(Response),
-    /// The log index of the membership entry.
-    Membership {
-        revision: u64,
-    },
-    ReadIndex {
-        index: u64,
-    },
+    ReadIndex { index: u64 },
 }
 
 /// Why the leader did not do it. `NotLeader` is retried against the new leader.
@@ -71,13 +59,22 @@ pub enum ForwardError {
     Refused { code: i32, message: String },
 }
 
-/// gRPC channels to peers, by address, created lazily and reused.
+/// gRPC channels to peers, by address, created lazily and reused. Each new
+/// connection is dialled with the certificates current at that moment.
 #[derive(Clone, Default)]
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    tls: Option<Arc<concord_pki::ReloadingTls>>,
 }
 
 impl Peers {
+    pub fn new(tls: Option<Arc<concord_pki::ReloadingTls>>) -> Peers {
+        Peers {
+            channels: Arc::default(),
+            tls,
+        }
+    }
+
     pub fn client(&self, addr: &str) -> Result<RaftServiceClient<Channel>, NodeError> {
         let mut map = self
             .channels
@@ -86,13 +83,7 @@ impl Peers {
         if let Some(ch) = map.get(addr) {
             return Ok(RaftServiceClient::new(ch.clone()).max_decoding_message_size(usize::MAX));
         }
-        let ch = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| NodeError::Internal(format!("peer address {addr}: {e}")))?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
+        let ch = crate::client::channel(addr, self.tls.clone())?;
         map.insert(addr.to_string(), ch.clone());
         Ok(RaftServiceClient::new(ch).max_decoding_message_size(usize::MAX))
     }

@@ -66,13 +66,37 @@ pub async fn propose(
     command: Command,
     timeout: Duration,
 ) -> Result<(Outcome, Option<ResponseHeader>), Status> {
-    let request_id = if request_id.is_empty() {
-        uuid::Uuid::new_v4().to_string()
-    } else {
-        validate::request_id("request_id", request_id).map_err(NodeError::from)?;
-        request_id.to_string()
-    };
-    let response = core.write(request_id, command, timeout).await?;
+    let response = core
+        .write(request_id_or_new(request_id)?, command, timeout)
+        .await?;
+    finish(core, response)
+}
+
+/// Like [`propose`], for an administrative command; runs only on the leader.
+pub async fn propose_admin(
+    core: &NodeCore,
+    admin_department: String,
+    request_id: &str,
+    command: Command,
+) -> Result<(Outcome, Option<ResponseHeader>), Status> {
+    let response = core
+        .admin_write(admin_department, request_id_or_new(request_id)?, command)
+        .await?;
+    finish(core, response)
+}
+
+fn request_id_or_new(request_id: &str) -> Result<String, Status> {
+    if request_id.is_empty() {
+        return Ok(uuid::Uuid::new_v4().to_string());
+    }
+    validate::request_id("request_id", request_id).map_err(NodeError::from)?;
+    Ok(request_id.to_string())
+}
+
+fn finish(
+    core: &NodeCore,
+    response: concord_domain::Response,
+) -> Result<(Outcome, Option<ResponseHeader>), Status> {
     Span::current().record("revision", response.revision);
     let outcome = response.result.map_err(NodeError::from)?;
     Ok((outcome, header(core, response.revision, response.replayed)))

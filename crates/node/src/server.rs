@@ -13,10 +13,14 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 
+use crate::auth::{interceptor, Surface};
 use crate::config::NodeConfig;
 use crate::core::NodeCore;
 use crate::network::{NetworkFactory, Peers};
 use crate::services::{cluster::ClusterSvc, item::ItemSvc, raft::RaftSvc, watch::WatchSvc};
+use crate::transport::{self, RefusalLog, Security};
+use concord_pki::{CertRole, ReloadingTls};
+use tonic::service::interceptor::InterceptedService;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -31,6 +35,31 @@ pub enum StartError {
     Raft(String),
     #[error("reflection: {0}")]
     Reflection(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// Loads this node's certificates and checks they speak for this node.
+fn load_tls(config: &NodeConfig) -> Result<Option<Arc<ReloadingTls>>, StartError> {
+    if config.tls.insecure {
+        tracing::warn!(
+            "tls.insecure is set: every port is PLAINTEXT and callers are not authenticated; \
+             never run a cluster that holds real data like this"
+        );
+        return Ok(None);
+    }
+    let tls = ReloadingTls::load(config.tls.files()).map_err(|e| StartError::Tls(e.to_string()))?;
+    let id = tls.identity();
+    if id.role != CertRole::Node || id.department != config.department {
+        return Err(StartError::Tls(format!(
+            "{} is a {} certificate of {}; this node needs a node certificate of {}",
+            config.tls.cert.display(),
+            id.role,
+            id.department,
+            config.department
+        )));
+    }
+    Ok(Some(Arc::new(tls)))
 }
 
 /// A node that is serving. Dropping it does not stop it; call [`RunningNode::shutdown`].
@@ -87,7 +116,11 @@ pub async fn start_with_listener(
             .validate()
             .map_err(|e| StartError::Raft(e.to_string()))?,
     );
-    let peers = Peers::default();
+    let security = Security {
+        tls: load_tls(&config)?,
+        refusals: RefusalLog::default(),
+    };
+    let peers = Peers::new(security.tls.clone());
     let network = NetworkFactory {
         peers: peers.clone(),
     };
@@ -109,6 +142,7 @@ pub async fn start_with_listener(
         peers,
         config: config.clone(),
         stopping,
+        security: security.clone(),
     });
 
     let limit = config.limits.max_request_bytes;
@@ -139,41 +173,60 @@ pub async fn start_with_listener(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(
+        .add_service(InterceptedService::new(
             ClusterServiceServer::new(ClusterSvc { core: core.clone() })
                 .max_decoding_message_size(limit),
-        )
-        .add_service(
+            interceptor(core.clone(), Surface::Cluster),
+        ))
+        .add_service(InterceptedService::new(
             ItemServiceServer::new(ItemSvc { core: core.clone() }).max_decoding_message_size(limit),
-        )
-        .add_service(
+            interceptor(core.clone(), Surface::Departmental),
+        ))
+        .add_service(InterceptedService::new(
             WatchServiceServer::new(WatchSvc { core: core.clone() })
                 .max_decoding_message_size(limit),
-        )
+            interceptor(core.clone(), Surface::Departmental),
+        ))
         // Raft traffic carries snapshot chunks and entry batches larger than client requests.
-        .add_service(
+        .add_service(InterceptedService::new(
             RaftServiceServer::new(RaftSvc { core: core.clone() })
                 .max_decoding_message_size(usize::MAX),
-        );
+            interceptor(core.clone(), Surface::Raft),
+        ));
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-    // serve_with_incoming bypasses the builder's tcp_nodelay, so set it on every
-    // accepted connection: otherwise small replies wait on Nagle + delayed ACK.
-    let incoming = TcpListenerStream::new(listener).map(|conn| {
-        conn.inspect(|c| {
-            if let Err(e) = c.set_nodelay(true) {
-                tracing::warn!(error = %e, "cannot set TCP_NODELAY");
-            }
-        })
-    });
-    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+    let shutdown = async {
         let _ = shutdown_rx.await;
-    }));
+    };
+    let server = match &security.tls {
+        Some(tls) => {
+            tokio::spawn(transport::reload_certificates(
+                tls.clone(),
+                std::time::Duration::from_millis(config.tls.reload_interval_ms),
+                core.stopping.subscribe(),
+            ));
+            let incoming =
+                transport::tls_incoming(listener, tls.clone(), security.refusals.clone());
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown))
+        }
+        None => {
+            // serve_with_incoming bypasses the builder's tcp_nodelay, so set it on every
+            // accepted connection: otherwise small replies wait on Nagle + delayed ACK.
+            let incoming = TcpListenerStream::new(listener).map(|conn| {
+                conn.inspect(|c| {
+                    if let Err(e) = c.set_nodelay(true) {
+                        tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+                    }
+                })
+            });
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown))
+        }
+    };
 
     tokio::spawn(core.clone().run_ticker());
     if let Err(e) = core.clone().bootstrap_if_configured().await {
         tracing::error!(error = %e, "bootstrap failed");
     }
-    tracing::info!(node_id = config.node_id, department = %config.department, %addr, "node serving");
+    tracing::info!(node_id = config.node_id, department = %config.department, %addr, tls = security.tls.is_some(), "node serving");
     Ok(RunningNode {
         core,
         addr,

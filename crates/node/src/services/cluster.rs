@@ -10,11 +10,11 @@ use openraft::ServerState;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use crate::auth::{self, Caller};
 use crate::convert;
 use crate::core::NodeCore;
 use crate::error::NodeError;
-use crate::network::{ForwardReply, ForwardRequest};
-use crate::rpc::{self, header, propose, timeout_of};
+use crate::rpc::{self, header, propose_admin, timeout_of};
 
 pub struct ClusterSvc {
     pub core: Arc<NodeCore>,
@@ -46,23 +46,33 @@ impl ClusterSvc {
             .collect()
     }
 
+    /// Answers with the membership as this node sees it once it applied `revision`.
     async fn membership(
         &self,
-        req: ForwardRequest,
+        revision: u64,
         timeout: Duration,
     ) -> Result<Response<MembershipResponse>, Status> {
-        match self.core.on_leader(req, timeout).await? {
-            ForwardReply::Membership { revision } => {
-                // Answer with the membership as this node sees it once it applied the change.
-                self.core.reader.wait_applied(revision, timeout).await;
-                Ok(Response::new(MembershipResponse {
-                    header: header(&self.core, revision, false),
-                    members: self.members(),
-                }))
-            }
-            other => Err(Status::internal(format!("unexpected reply {other:?}"))),
-        }
+        self.core.reader.wait_applied(revision, timeout).await;
+        Ok(Response::new(MembershipResponse {
+            header: header(&self.core, revision, false),
+            members: self.members(),
+        }))
     }
+}
+
+/// Refuses `method` unless the caller holds an admin certificate.
+fn require_admin<T>(req: &Request<T>, method: &str) -> Result<Caller, Status> {
+    let caller = auth::caller(req)?;
+    if caller.is_admin() {
+        return Ok(caller);
+    }
+    let who = caller
+        .identity
+        .as_ref()
+        .map_or_else(String::new, |i| format!(" ({i})"));
+    Err(Status::permission_denied(format!(
+        "{method} needs an admin certificate; the caller{who} holds none"
+    )))
 }
 
 #[tonic::async_trait]
@@ -105,6 +115,7 @@ impl ClusterService for ClusterSvc {
         &self,
         req: Request<AddLearnerRequest>,
     ) -> Result<Response<MembershipResponse>, Status> {
+        require_admin(&req, "AddLearner")?;
         let timeout = timeout_of(&req, &self.core);
         let r = req.into_inner();
         let span = rpc::span(&self.core, "ClusterService/AddLearner", "");
@@ -119,13 +130,11 @@ impl ClusterService for ClusterSvc {
                 addr: r.addr,
                 department: r.department,
             };
-            let req = ForwardRequest::AddLearner {
-                node_id: r.node_id,
-                node,
-                blocking: r.blocking.unwrap_or(true),
-            };
-            self.membership(req, timeout.max(Duration::from_secs(30)))
-                .await
+            let revision = self
+                .core
+                .add_learner(r.node_id, node, r.blocking.unwrap_or(true))
+                .await?;
+            self.membership(revision, timeout).await
         }
         .instrument(span)
         .await
@@ -135,6 +144,7 @@ impl ClusterService for ClusterSvc {
         &self,
         req: Request<ChangeMembershipRequest>,
     ) -> Result<Response<MembershipResponse>, Status> {
+        require_admin(&req, "ChangeMembership")?;
         let timeout = timeout_of(&req, &self.core);
         let r = req.into_inner();
         let span = rpc::span(&self.core, "ClusterService/ChangeMembership", "");
@@ -153,14 +163,8 @@ impl ClusterService for ClusterSvc {
                     format!("node {unknown} is not a member; add it as a learner first"),
                 ));
             }
-            self.membership(
-                ForwardRequest::ChangeMembership {
-                    voters,
-                    retain: r.retain,
-                },
-                timeout,
-            )
-            .await
+            let revision = self.core.change_membership(voters, r.retain).await?;
+            self.membership(revision, timeout).await
         }
         .instrument(span)
         .await
@@ -170,6 +174,7 @@ impl ClusterService for ClusterSvc {
         &self,
         req: Request<TriggerSnapshotRequest>,
     ) -> Result<Response<TriggerSnapshotResponse>, Status> {
+        require_admin(&req, "TriggerSnapshot")?;
         let timeout = timeout_of(&req, &self.core);
         let span = rpc::span(&self.core, "ClusterService/TriggerSnapshot", "");
         async {
@@ -237,7 +242,10 @@ impl ClusterService for ClusterSvc {
         &self,
         req: Request<RegisterDepartmentRequest>,
     ) -> Result<Response<RegisterDepartmentResponse>, Status> {
-        let timeout = timeout_of(&req, &self.core);
+        let caller = require_admin(&req, "RegisterDepartment")?;
+        let admin_department = caller
+            .identity
+            .map_or_else(|| self.core.department.clone(), |i| i.department);
         let r = req.into_inner();
         let span = rpc::span(
             &self.core,
@@ -254,7 +262,7 @@ impl ClusterService for ClusterSvc {
                 department: spec,
                 expected_revision: r.expected_revision,
             };
-            match propose(&self.core, &r.request_id, command, timeout).await? {
+            match propose_admin(&self.core, admin_department, &r.request_id, command).await? {
                 (Outcome::Department(d), header) => Ok(Response::new(RegisterDepartmentResponse {
                     header,
                     department: Some(convert::department_to_wire(&d)),
@@ -264,5 +272,69 @@ impl ClusterService for ClusterSvc {
         }
         .instrument(span)
         .await
+    }
+
+    async fn audit_head(
+        &self,
+        req: Request<AuditHeadRequest>,
+    ) -> Result<Response<AuditHeadResponse>, Status> {
+        let timeout = timeout_of(&req, &self.core);
+        let r = req.into_inner();
+        let revision = self.core.read_barrier(r.read.as_ref(), timeout).await?;
+        let head = concord_domain::audit::head(&self.core.reader).map_err(NodeError::from)?;
+        Ok(Response::new(audit_head_to_wire(
+            &self.core, revision, head,
+        )))
+    }
+
+    async fn verify_audit(
+        &self,
+        req: Request<VerifyAuditRequest>,
+    ) -> Result<Response<VerifyAuditResponse>, Status> {
+        let timeout = timeout_of(&req, &self.core);
+        let r = req.into_inner();
+        if r.to_revision != 0 && r.to_revision < r.from_revision {
+            return Err(invalid(
+                "to_revision",
+                "must be 0 (through the head) or at least from_revision",
+            ));
+        }
+        let revision = self.core.read_barrier(r.read.as_ref(), timeout).await?;
+        let limit = if r.limit == 0 {
+            100_000
+        } else {
+            r.limit as usize
+        };
+        let core = self.core.clone();
+        // Verification reads and hashes every record: keep it off the async workers.
+        let v = tokio::task::spawn_blocking(move || {
+            concord_domain::audit::verify(&core.reader, r.from_revision, r.to_revision, limit)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(NodeError::from)?;
+        let (broken_revision, problem) = v.broken.clone().unwrap_or_default();
+        Ok(Response::new(VerifyAuditResponse {
+            header: header(&self.core, revision, false),
+            intact: v.broken.is_none(),
+            checked: v.checked,
+            broken_revision,
+            problem,
+            next_revision: v.next_revision,
+            head: Some(audit_head_to_wire(&self.core, revision, v.head)),
+        }))
+    }
+}
+
+fn audit_head_to_wire(
+    core: &NodeCore,
+    revision: u64,
+    head: concord_domain::audit::AuditHead,
+) -> AuditHeadResponse {
+    AuditHeadResponse {
+        header: header(core, revision, false),
+        revision: head.revision,
+        hash: head.hash,
+        count: head.count,
     }
 }

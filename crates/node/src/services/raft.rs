@@ -50,7 +50,13 @@ impl RaftService for RaftSvc {
     }
 
     async fn forward(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let caller = crate::auth::caller(&req)?;
         let fwd: ForwardRequest = parse(req)?;
-        payload(&self.core.handle_forward(fwd).await)
+        payload(
+            &self
+                .core
+                .handle_forward(caller.node_department(), fwd)
+                .await,
+        )
     }
 }

@@ -1,0 +1,175 @@
+//! The authority matrix: for every command, who may issue it. It is data, checked
+//! in one place at apply time from the replicated state (department roles, the
+//! item's lead and cooperating departments) and the envelope's principal, so every
+//! replica reaches the same verdict. Tests are generated from this table.
+
+use crate::command::{Command, CommandKind, Envelope, Principal};
+use crate::department::{Department, Role};
+use crate::item::Item;
+use crate::{DomainError, Failure};
+
+/// One way of being allowed to issue a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Authority {
+    /// The cluster's own housekeeping, proposed by the leader.
+    System,
+    /// An operator with an admin certificate, presented to the leader.
+    Admin,
+    /// The first write of a new cluster; refused by the command itself once done.
+    Anyone,
+    /// Any registered department.
+    AnyMember,
+    /// The department that leads the item (for a new item: the lead it names).
+    LeadDepartment,
+    /// A department named as cooperating on the item.
+    CooperatingDepartment,
+    LegalityReviewer,
+    CreditAuthority,
+    LicensingBureau,
+}
+
+impl Authority {
+    pub const ALL: [Authority; 9] = [
+        Authority::System,
+        Authority::Admin,
+        Authority::Anyone,
+        Authority::AnyMember,
+        Authority::LeadDepartment,
+        Authority::CooperatingDepartment,
+        Authority::LegalityReviewer,
+        Authority::CreditAuthority,
+        Authority::LicensingBureau,
+    ];
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Authority::System => "the cluster itself",
+            Authority::Admin => "an administrator",
+            Authority::Anyone => "anyone",
+            Authority::AnyMember => "any member department",
+            Authority::LeadDepartment => "the lead department",
+            Authority::CooperatingDepartment => "a cooperating department",
+            Authority::LegalityReviewer => "the legality reviewer (LEGALITY_REVIEWER)",
+            Authority::CreditAuthority => "the credit authority (CREDIT_AUTHORITY)",
+            Authority::LicensingBureau => "the licensing bureau (LICENSING_BUREAU)",
+        }
+    }
+}
+
+/// The matrix. Exhaustive: a new command does not compile until it has a row.
+pub fn authorities(kind: CommandKind) -> &'static [Authority] {
+    use Authority::*;
+    match kind {
+        CommandKind::Bootstrap => &[Anyone],
+        CommandKind::RegisterDepartment => &[Admin],
+        CommandKind::Tick => &[System],
+        CommandKind::CreateItem => &[LeadDepartment],
+        CommandKind::UpdateDraft => &[LeadDepartment],
+        CommandKind::SubmitForReview => &[LeadDepartment],
+        CommandKind::ReviewItem => &[LegalityReviewer],
+        CommandKind::PublishItem => &[LeadDepartment],
+        CommandKind::ReviseItem => &[LeadDepartment],
+        CommandKind::AbolishItem => &[LeadDepartment],
+    }
+}
+
+/// What the check needs to know about the caller and the record acted on.
+pub struct Subject<'a> {
+    pub principal: Principal,
+    /// The acting department, if registered.
+    pub department: Option<&'a Department>,
+    /// The lead and cooperating departments of the record acted on, if any.
+    pub lead: Option<&'a str>,
+    pub cooperating: &'a [String],
+}
+
+impl Subject<'_> {
+    /// Whether this subject holds `authority`.
+    pub fn holds(&self, authority: Authority) -> bool {
+        let member = self.principal == Principal::Member;
+        let dept = self.department.filter(|_| member);
+        let role = |r: Role| dept.is_some_and(|d| d.has_role(r));
+        match authority {
+            Authority::System => self.principal == Principal::System,
+            Authority::Admin => self.principal == Principal::Admin,
+            Authority::Anyone => true,
+            Authority::AnyMember => dept.is_some(),
+            Authority::LeadDepartment => {
+                dept.is_some_and(|d| self.lead.is_some_and(|l| l == d.code()))
+            }
+            Authority::CooperatingDepartment => {
+                dept.is_some_and(|d| self.cooperating.iter().any(|c| c == d.code()))
+            }
+            Authority::LegalityReviewer => role(Role::LegalityReviewer),
+            Authority::CreditAuthority => role(Role::CreditAuthority),
+            Authority::LicensingBureau => role(Role::LicensingBureau),
+        }
+    }
+}
+
+/// Refuses `env` unless its actor holds one of the command's authorities. Reads
+/// the record acted on; a missing record is NOT_FOUND, as it would be anyway.
+pub fn authorize(
+    get_department: impl Fn(&str) -> Result<Option<Department>, Failure>,
+    get_item: impl Fn(&str) -> Result<Option<Item>, Failure>,
+    env: &Envelope,
+) -> Result<(), Failure> {
+    let kind = env.command.kind();
+    let allowed = authorities(kind);
+    let department = get_department(&env.actor)?;
+    let (lead, cooperating): (Option<String>, Vec<String>) = match &env.command {
+        Command::CreateItem { content } => (Some(content.lead.department.clone()), vec![]),
+        Command::UpdateDraft { id, .. }
+        | Command::SubmitForReview { id, .. }
+        | Command::ReviewItem { id, .. }
+        | Command::PublishItem { id, .. }
+        | Command::ReviseItem { id, .. }
+        | Command::AbolishItem { id, .. } => {
+            let item = get_item(id)?.ok_or_else(|| DomainError::not_found("item", id))?;
+            let coop = item
+                .content
+                .cooperating
+                .iter()
+                .map(|d| d.department.clone())
+                .collect();
+            (Some(item.lead().to_string()), coop)
+        }
+        Command::Bootstrap { .. } | Command::RegisterDepartment { .. } | Command::Tick { .. } => {
+            (None, vec![])
+        }
+    };
+    let subject = Subject {
+        principal: env.principal,
+        department: department.as_ref(),
+        lead: lead.as_deref(),
+        cooperating: &cooperating,
+    };
+    if allowed.iter().any(|a| subject.holds(*a)) {
+        return Ok(());
+    }
+    let who = allowed
+        .iter()
+        .map(|a| match (a, lead.as_deref()) {
+            (Authority::LeadDepartment, Some(l)) => format!("the lead department ({l})"),
+            _ => a.describe().to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let target = env
+        .command
+        .target()
+        .map(|t| format!(" of {t}"))
+        .unwrap_or_default();
+    let registered = if department.is_none() && env.principal == Principal::Member {
+        " (not a registered department)"
+    } else {
+        ""
+    };
+    Err(DomainError::denied(format!(
+        "{}{target} is for {who}; the caller is {} as {}{registered}",
+        kind.as_str(),
+        env.actor,
+        env.principal.as_str(),
+    ))
+    .into())
+}
