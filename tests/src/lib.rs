@@ -81,9 +81,10 @@ impl TestPki {
         concord_node::client::channel(&addr.to_string(), Some(self.tls(id))).expect("channel")
     }
 
-    /// The TLS settings of a node of `department`.
+    /// The TLS settings of a node of `department`: its own copies of the CA bundle,
+    /// certificate and key (as on a real machine), so a test can rotate them.
     pub fn node_settings(&self, department: &str) -> TlsSettings {
-        let f = self.files(&Self::node(department));
+        let f = self.node_files(department);
         TlsSettings {
             insecure: false,
             ca: f.ca,
@@ -91,6 +92,54 @@ impl TestPki {
             key: f.key,
             reload_interval_ms: 100,
         }
+    }
+
+    /// Where the node of `department` reads its PEM files.
+    pub fn node_files(&self, department: &str) -> TlsFiles {
+        let issued = self.files(&Self::node(department));
+        let dir = self.dir.join(format!("{department}-node-files"));
+        let own = TlsFiles {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("node.pem"),
+            key: dir.join("node.key"),
+        };
+        if !own.cert.exists() {
+            std::fs::create_dir_all(&dir).expect("node files dir");
+            for (from, to) in [
+                (&issued.ca, &own.ca),
+                (&issued.cert, &own.cert),
+                (&issued.key, &own.key),
+            ] {
+                std::fs::copy(from, to).expect("copy node file");
+            }
+        }
+        own
+    }
+
+    /// Issues a certificate for `id` valid over `validity` into `dir` (outside the
+    /// usual layout) and loads it, trusting `ca_bundle_pem` as roots.
+    pub fn issue_loaded(
+        &self,
+        dir: &Path,
+        id: &Identity,
+        validity: Validity,
+        ca_bundle_pem: &str,
+    ) -> Arc<ReloadingTls> {
+        let hosts = match id.role {
+            CertRole::Node => vec!["127.0.0.1".to_string()],
+            _ => vec![],
+        };
+        let issued = self.ca.issue(id, &hosts, validity).expect("issue");
+        std::fs::create_dir_all(dir).expect("dir");
+        let files = TlsFiles {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("cert.pem"),
+            key: dir.join("cert.key"),
+        };
+        std::fs::write(&files.ca, ca_bundle_pem).expect("write");
+        std::fs::write(&files.cert, &issued.cert_pem).expect("write");
+        std::fs::write(&files.key, &issued.key_pem).expect("write");
+        Arc::new(ReloadingTls::load(files).expect("load TLS"))
     }
 
     /// `CONCORD_TLS_*` variables for a `concord node` process of `department`.

@@ -57,7 +57,9 @@ impl Refusal {
         match tls {
             rustls::Error::NoCertificatesPresented => Refusal::NoClientCertificate,
             rustls::Error::InvalidCertificate(c) => match c {
-                C::UnknownIssuer => Refusal::UnknownCa,
+                // A CA of the same name but another key shows up as a bad signature:
+                // either way no CA in the bundle issued the certificate.
+                C::UnknownIssuer | C::BadSignature => Refusal::UnknownCa,
                 C::Expired | C::ExpiredContext { .. } => Refusal::Expired,
                 C::NotValidYet | C::NotValidYetContext { .. } => Refusal::NotYetValid,
                 C::Revoked => Refusal::Revoked,
