@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "concord/common/v1/common.proto",
         "concord/cluster/v1/cluster.proto",
         "concord/item/v1/item.proto",
+        "concord/sharing/v1/sharing.proto",
         "concord/watch/v1/watch.proto",
         "concord/raft/v1/raft.proto",
     ];

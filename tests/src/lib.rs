@@ -492,9 +492,10 @@ pub fn at_least(revision: u64) -> Option<ReadOptions> {
     })
 }
 
-/// Item content led by `lead`, with TRANS cooperating (SAMR when TRANS leads).
+/// Item content led by `lead`, with every other test department cooperating, so
+/// every test node may read it under the data-sharing rules (drafts are visible
+/// only to the departments an item names).
 pub fn item_content(lead: &str, name: &str) -> ItemContent {
-    let cooperating = if lead == "TRANS" { "SAMR" } else { "TRANS" };
     ItemContent {
         name: name.to_string(),
         field: "refined_oil".into(),
@@ -503,11 +504,15 @@ pub fn item_content(lead: &str, name: &str) -> ItemContent {
             duty: "质量监管".into(),
             legal_basis: "《产品质量法》".into(),
         }),
-        cooperating: vec![DepartmentDuty {
-            department: cooperating.into(),
-            duty: "运输监管".into(),
-            legal_basis: "《道路运输条例》".into(),
-        }],
+        cooperating: DEPARTMENTS
+            .iter()
+            .filter(|d| **d != lead)
+            .map(|d| DepartmentDuty {
+                department: d.to_string(),
+                duty: "协同监管".into(),
+                legal_basis: "《道路运输条例》".into(),
+            })
+            .collect(),
         targets: "加油站、油库".into(),
         level: concord_proto::item::v1::SupervisionLevel::City as i32,
         methods: vec![concord_proto::item::v1::InspectionMethod::DoubleRandom as i32],

@@ -13,6 +13,7 @@ use crate::command::{Command, Envelope, Outcome, Response};
 use crate::department::{Department, DepartmentSpec};
 use crate::event::{Event, EventRecord, RecordKind};
 use crate::item::{self, ChangeCause, Item, ItemContent, ItemStatus};
+use crate::sharing::{self, RecordClass, SharingRule, SharingRuleSpec};
 use crate::state::{decode, encode, keys, StateRead, Write};
 use crate::validate::{self, MAX_TEXT_CHARS};
 use crate::{DomainError, Failure, StorageFault};
@@ -277,7 +278,90 @@ fn execute(tx: &mut Tx, command: &Command) -> Result<Outcome, Failure> {
             reason,
             expected_revision,
         } => abolish_item(tx, id, reason, *expected_revision),
+        Command::PutSharingRule {
+            rule,
+            expected_revision,
+        } => put_sharing_rule(tx, rule, *expected_revision),
+        Command::DeleteSharingRule {
+            class,
+            provider,
+            id,
+            expected_revision,
+        } => delete_sharing_rule(tx, *class, provider, id, *expected_revision),
     }
+}
+
+fn put_sharing_rule(
+    tx: &mut Tx,
+    spec: &SharingRuleSpec,
+    expected: Option<u64>,
+) -> Result<Outcome, Failure> {
+    let spec = spec.clone().validated("rule")?;
+    for (i, reader) in spec.readers.iter().enumerate() {
+        if tx.get::<Department>(&keys::department(reader))?.is_none() {
+            return Err(DomainError::invalid(
+                format!("rule.readers[{i}]"),
+                format!("unknown department {reader}"),
+            )
+            .into());
+        }
+    }
+    let key = sharing::rule_key(spec.class, &spec.provider, &spec.id);
+    let existing = tx.get::<SharingRule>(&key)?;
+    check_expected(
+        expected,
+        existing.as_ref().map_or(0, |r| r.updated_revision),
+    )?;
+    let rule = SharingRule {
+        created_revision: existing
+            .as_ref()
+            .map_or(tx.revision, |r| r.created_revision),
+        updated_revision: tx.revision,
+        spec,
+    };
+    tx.put(key.clone(), &rule);
+    let mut departments = rule.spec.readers.clone();
+    departments.push(rule.spec.provider.clone());
+    departments.sort();
+    tx.emit(
+        RecordKind::SharingRule,
+        key,
+        if existing.is_some() {
+            "sharing_rule.updated"
+        } else {
+            "sharing_rule.created"
+        },
+        departments,
+        EventRecord::SharingRule(rule.clone()),
+    );
+    Ok(Outcome::SharingRule(rule))
+}
+
+fn delete_sharing_rule(
+    tx: &mut Tx,
+    class: RecordClass,
+    provider: &str,
+    id: &str,
+    expected: Option<u64>,
+) -> Result<Outcome, Failure> {
+    sharing::validate_rule_id("id", id)?;
+    let key = sharing::rule_key(class, provider, id);
+    let rule = tx
+        .get::<SharingRule>(&key)?
+        .ok_or_else(|| DomainError::not_found("sharing rule", format!("{provider}/{id}")))?;
+    check_expected(expected, rule.updated_revision)?;
+    tx.writes.insert(key.clone(), None);
+    let mut departments = rule.spec.readers.clone();
+    departments.push(rule.spec.provider.clone());
+    departments.sort();
+    tx.emit(
+        RecordKind::SharingRule,
+        key,
+        "sharing_rule.deleted",
+        departments,
+        EventRecord::SharingRule(rule),
+    );
+    Ok(Outcome::SharingRuleDeleted)
 }
 
 fn bootstrap(tx: &mut Tx, specs: &[DepartmentSpec]) -> Result<Outcome, Failure> {

@@ -26,10 +26,12 @@ pub enum Authority {
     LegalityReviewer,
     CreditAuthority,
     LicensingBureau,
+    /// The department whose records a sharing rule shares.
+    DataProvider,
 }
 
 impl Authority {
-    pub const ALL: [Authority; 9] = [
+    pub const ALL: [Authority; 10] = [
         Authority::System,
         Authority::Admin,
         Authority::Anyone,
@@ -39,6 +41,7 @@ impl Authority {
         Authority::LegalityReviewer,
         Authority::CreditAuthority,
         Authority::LicensingBureau,
+        Authority::DataProvider,
     ];
 
     pub fn describe(self) -> &'static str {
@@ -52,6 +55,7 @@ impl Authority {
             Authority::LegalityReviewer => "the legality reviewer (LEGALITY_REVIEWER)",
             Authority::CreditAuthority => "the credit authority (CREDIT_AUTHORITY)",
             Authority::LicensingBureau => "the licensing bureau (LICENSING_BUREAU)",
+            Authority::DataProvider => "the providing department",
         }
     }
 }
@@ -70,6 +74,8 @@ pub fn authorities(kind: CommandKind) -> &'static [Authority] {
         CommandKind::PublishItem => &[LeadDepartment],
         CommandKind::ReviseItem => &[LeadDepartment],
         CommandKind::AbolishItem => &[LeadDepartment],
+        CommandKind::PutSharingRule => &[DataProvider],
+        CommandKind::DeleteSharingRule => &[DataProvider],
     }
 }
 
@@ -81,6 +87,8 @@ pub struct Subject<'a> {
     /// The lead and cooperating departments of the record acted on, if any.
     pub lead: Option<&'a str>,
     pub cooperating: &'a [String],
+    /// The providing department of the sharing rule acted on, if any.
+    pub provider: Option<&'a str>,
 }
 
 impl Subject<'_> {
@@ -103,6 +111,9 @@ impl Subject<'_> {
             Authority::LegalityReviewer => role(Role::LegalityReviewer),
             Authority::CreditAuthority => role(Role::CreditAuthority),
             Authority::LicensingBureau => role(Role::LicensingBureau),
+            Authority::DataProvider => {
+                dept.is_some_and(|d| self.provider.is_some_and(|p| p == d.code()))
+            }
         }
     }
 }
@@ -134,15 +145,23 @@ pub fn authorize(
                 .collect();
             (Some(item.lead().to_string()), coop)
         }
-        Command::Bootstrap { .. } | Command::RegisterDepartment { .. } | Command::Tick { .. } => {
-            (None, vec![])
-        }
+        Command::Bootstrap { .. }
+        | Command::RegisterDepartment { .. }
+        | Command::Tick { .. }
+        | Command::PutSharingRule { .. }
+        | Command::DeleteSharingRule { .. } => (None, vec![]),
+    };
+    let provider = match &env.command {
+        Command::PutSharingRule { rule, .. } => Some(rule.provider.as_str()),
+        Command::DeleteSharingRule { provider, .. } => Some(provider.as_str()),
+        _ => None,
     };
     let subject = Subject {
         principal: env.principal,
         department: department.as_ref(),
         lead: lead.as_deref(),
         cooperating: &cooperating,
+        provider,
     };
     if allowed.iter().any(|a| subject.holds(*a)) {
         return Ok(());
@@ -151,6 +170,12 @@ pub fn authorize(
         .iter()
         .map(|a| match (a, lead.as_deref()) {
             (Authority::LeadDepartment, Some(l)) => format!("the lead department ({l})"),
+            (Authority::DataProvider, _) => {
+                format!(
+                    "the providing department ({})",
+                    provider.unwrap_or_default()
+                )
+            }
             _ => a.describe().to_string(),
         })
         .collect::<Vec<_>>()

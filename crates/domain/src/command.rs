@@ -2,6 +2,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::department::{Department, DepartmentSpec};
 use crate::item::{ChangeCause, Item, ItemContent};
+use crate::sharing::{RecordClass, SharingRule, SharingRuleSpec};
 use crate::DomainError;
 
 /// One replicated write: who asks, under which idempotency key, at what time (the
@@ -90,6 +91,17 @@ pub enum Command {
         reason: String,
         expected_revision: Option<u64>,
     },
+    /// Creates or replaces a rule of the data-sharing catalogue.
+    PutSharingRule {
+        rule: SharingRuleSpec,
+        expected_revision: Option<u64>,
+    },
+    DeleteSharingRule {
+        class: RecordClass,
+        provider: String,
+        id: String,
+        expected_revision: Option<u64>,
+    },
 }
 
 /// Every kind of command, for the authority matrix and the audit trail.
@@ -106,10 +118,12 @@ pub enum CommandKind {
     PublishItem,
     ReviseItem,
     AbolishItem,
+    PutSharingRule,
+    DeleteSharingRule,
 }
 
 impl CommandKind {
-    pub const ALL: [CommandKind; 10] = [
+    pub const ALL: [CommandKind; 12] = [
         CommandKind::Bootstrap,
         CommandKind::RegisterDepartment,
         CommandKind::Tick,
@@ -120,6 +134,8 @@ impl CommandKind {
         CommandKind::PublishItem,
         CommandKind::ReviseItem,
         CommandKind::AbolishItem,
+        CommandKind::PutSharingRule,
+        CommandKind::DeleteSharingRule,
     ];
 
     /// Stable name for logs, metrics and the audit trail.
@@ -135,6 +151,8 @@ impl CommandKind {
             CommandKind::PublishItem => "publish_item",
             CommandKind::ReviseItem => "revise_item",
             CommandKind::AbolishItem => "abolish_item",
+            CommandKind::PutSharingRule => "put_sharing_rule",
+            CommandKind::DeleteSharingRule => "delete_sharing_rule",
         }
     }
 }
@@ -152,6 +170,8 @@ impl Command {
             Command::PublishItem { .. } => CommandKind::PublishItem,
             Command::ReviseItem { .. } => CommandKind::ReviseItem,
             Command::AbolishItem { .. } => CommandKind::AbolishItem,
+            Command::PutSharingRule { .. } => CommandKind::PutSharingRule,
+            Command::DeleteSharingRule { .. } => CommandKind::DeleteSharingRule,
         }
     }
 
@@ -166,6 +186,8 @@ impl Command {
             | Command::PublishItem { id, .. }
             | Command::ReviseItem { id, .. }
             | Command::AbolishItem { id, .. } => Some(id),
+            Command::PutSharingRule { rule, .. } => Some(&rule.id),
+            Command::DeleteSharingRule { id, .. } => Some(id),
         }
     }
 
@@ -178,6 +200,7 @@ impl Command {
             Command::ReviewItem { opinion, .. } => opinion.clone(),
             Command::ReviseItem { change_note, .. } => change_note.clone(),
             Command::AbolishItem { reason, .. } => reason.clone(),
+            Command::PutSharingRule { rule, .. } => rule.legal_basis.clone(),
             _ => String::new(),
         }
     }
@@ -192,6 +215,8 @@ pub enum Outcome {
     },
     Department(Department),
     Item(Item),
+    SharingRule(SharingRule),
+    SharingRuleDeleted,
     Ticked {
         purged_request_ids: u32,
     },

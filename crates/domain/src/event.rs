@@ -2,12 +2,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::department::Department;
 use crate::item::Item;
+use crate::sharing::SharingRule;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RecordKind {
     Department,
     Item,
+    SharingRule,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,6 +17,7 @@ pub enum RecordKind {
 pub enum EventRecord {
     Department(Department),
     Item(Item),
+    SharingRule(SharingRule),
 }
 
 /// One change on the feed. A revision emits zero or more events, in order.

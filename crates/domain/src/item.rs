@@ -257,16 +257,3 @@ pub fn require_status(item: &Item, step: &str, allowed: &[ItemStatus]) -> Result
         need.join(" or ")
     )))
 }
-
-/// Only the lead department edits, submits, publishes, revises and abolishes.
-pub fn require_lead(item: &Item, actor: &str, step: &str) -> Result<(), DomainError> {
-    if item.lead() == actor {
-        Ok(())
-    } else {
-        Err(DomainError::denied(format!(
-            "{step} of {} is for its lead department {}, not {actor}",
-            item.id,
-            item.lead()
-        )))
-    }
-}

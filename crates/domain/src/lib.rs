@@ -12,6 +12,7 @@
 //! - [`audit`]: the hash-chained full-process record every applied command appends.
 //! - [`apply`]: turns one envelope into the writes, events and response of one revision.
 //! - [`query`]: read-side functions over a [`StateRead`] (get, list, history).
+//! - [`sharing`]: the data-sharing catalogue and who may see which record.
 //! - [`event`]: the change-feed events a transition emits.
 //!
 //! **Architecture invariant:** nothing here reads a clock, draws a random number, does
@@ -27,6 +28,7 @@ pub mod error;
 pub mod event;
 pub mod item;
 pub mod query;
+pub mod sharing;
 pub mod state;
 pub mod validate;
 

@@ -2,6 +2,7 @@
 
 use crate::department::Department;
 use crate::item::{Item, ItemStatus, Level};
+use crate::sharing::Scope;
 use crate::state::{decode, get_typed, keys, StateRead};
 use crate::{DomainError, Failure};
 
@@ -30,21 +31,58 @@ pub fn departments(view: &dyn StateRead) -> Result<Vec<Department>, Failure> {
     }
 }
 
-/// `version` 0 is the latest version.
-pub fn item(view: &dyn StateRead, id: &str, version: u32) -> Result<Item, Failure> {
-    let key = if version == 0 {
-        keys::item(id)
-    } else {
-        keys::item_version(id, version)
+/// What `scope` sees of an item whose latest version is `head`: the head for an
+/// insider; otherwise the head if it is a public published version, else the
+/// version in force if that one is public, else nothing.
+fn visible_head(view: &dyn StateRead, scope: &Scope, head: Item) -> Result<Option<Item>, Failure> {
+    if scope.is_insider(&head) || Scope::is_public_version(&head) {
+        return Ok(Some(head));
+    }
+    if head.published_version == 0 {
+        return Ok(None);
+    }
+    let key = keys::item_version(&head.id, head.published_version);
+    Ok(get_typed::<Item>(view, &key)?.filter(Scope::is_public_version))
+}
+
+/// `version` 0 is the latest version the reader may see. An item the reader may
+/// not see is NOT_FOUND, like a missing one.
+pub fn item(view: &dyn StateRead, scope: &Scope, id: &str, version: u32) -> Result<Item, Failure> {
+    let not_found = || -> Failure {
+        if version == 0 {
+            DomainError::not_found("item", id).into()
+        } else {
+            DomainError::not_found("item version", format!("{id} v{version}")).into()
+        }
     };
-    match get_typed::<Item>(view, &key)? {
-        Some(item) => Ok(item),
-        None if version == 0 => Err(DomainError::not_found("item", id).into()),
-        None => Err(DomainError::not_found("item version", format!("{id} v{version}")).into()),
+    let head = get_typed::<Item>(view, &keys::item(id))?.ok_or_else(not_found)?;
+    if version == 0 {
+        return visible_head(view, scope, head)?.ok_or_else(not_found);
+    }
+    let item = get_typed::<Item>(view, &keys::item_version(id, version))?.ok_or_else(not_found)?;
+    if scope.can_see_version(&item, &head) {
+        Ok(item)
+    } else {
+        Err(not_found())
     }
 }
 
-pub fn item_history(view: &dyn StateRead, id: &str) -> Result<Vec<Item>, Failure> {
+/// Every version of an item the reader may see, oldest first.
+pub fn item_history(view: &dyn StateRead, scope: &Scope, id: &str) -> Result<Vec<Item>, Failure> {
+    let head = get_typed::<Item>(view, &keys::item(id))?
+        .ok_or_else(|| Failure::from(DomainError::not_found("item", id)))?;
+    let all = item_versions(view, id)?;
+    let out: Vec<Item> = all
+        .into_iter()
+        .filter(|v| scope.can_see_version(v, &head))
+        .collect();
+    if out.is_empty() {
+        return Err(DomainError::not_found("item", id).into());
+    }
+    Ok(out)
+}
+
+fn item_versions(view: &dyn StateRead, id: &str) -> Result<Vec<Item>, Failure> {
     let prefix = keys::item_versions(id);
     let mut out = vec![];
     let mut after: Option<String> = None;
@@ -56,13 +94,9 @@ pub fn item_history(view: &dyn StateRead, id: &str) -> Result<Vec<Item>, Failure
         }
         after = batch.last().map(|(k, _)| k.clone());
         if done {
-            break;
+            return Ok(out);
         }
     }
-    if out.is_empty() {
-        return Err(DomainError::not_found("item", id).into());
-    }
-    Ok(out)
 }
 
 /// Filters of ListItems; `None` matches anything.
@@ -127,9 +161,10 @@ pub fn page_size(requested: u32) -> Result<usize, DomainError> {
     }
 }
 
-/// Latest versions of the items matching `filter`, in id order.
+/// The latest visible versions of the items matching `filter`, in id order.
 pub fn items(
     view: &dyn StateRead,
+    scope: &Scope,
     filter: &ItemFilter,
     page_size: usize,
     page_token: &str,
@@ -141,7 +176,10 @@ pub fn items(
         let exhausted = batch.len() < SCAN_BATCH;
         for (k, v) in &batch {
             after = Some(k.clone());
-            let item: Item = decode(k, v)?;
+            let head: Item = decode(k, v)?;
+            let Some(item) = visible_head(view, scope, head)? else {
+                continue;
+            };
             if filter.matches(&item) {
                 out.push(item);
                 if out.len() == page_size {

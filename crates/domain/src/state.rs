@@ -35,6 +35,7 @@ pub mod keys {
     pub const DEDUP_BY_TIME: &str = "dedupt/";
     pub const BOOTSTRAPPED: &str = "meta/bootstrapped";
     pub const AUDIT: &str = "audit/";
+    pub const SHARING: &str = "share/";
     pub const AUDIT_HEAD: &str = "meta/audit_head";
 
     pub fn audit(revision: u64) -> String {

@@ -6,6 +6,7 @@ use concord_domain::audit;
 use concord_domain::authority::{authorities, Authority};
 use concord_domain::department::{default_departments, DepartmentKind, DepartmentSpec};
 use concord_domain::item::{ChangeCause, DepartmentDuty, ItemContent, ItemStatus, Level, Method};
+use concord_domain::sharing::{Confidentiality, Frequency, RecordClass, Scope, SharingRuleSpec};
 use concord_domain::{
     apply, query, Command, CommandKind, DomainError, Envelope, MemState, Outcome, Principal,
     Response, StateRead,
@@ -228,7 +229,8 @@ fn full_life_cycle_with_revision_and_supersession() {
         (v2.status, v2.published_version),
         (ItemStatus::Published, 2)
     );
-    let history = query::item_history(&w.state, &id).unwrap();
+    let samr = Scope::load(&w.state, "SAMR").unwrap();
+    let history = query::item_history(&w.state, &samr, &id).unwrap();
     let statuses: Vec<_> = history.iter().map(|i| (i.version, i.status)).collect();
     assert_eq!(
         statuses,
@@ -511,7 +513,8 @@ fn a_repeated_request_id_returns_the_first_result_and_applies_once() {
     assert!(!first.replayed && again.replayed);
     assert_eq!(first.revision, again.revision);
     assert_eq!(first.result, again.result);
-    let page = query::items(&w.state, &Default::default(), 100, "").unwrap();
+    let samr = Scope::load(&w.state, "SAMR").unwrap();
+    let page = query::items(&w.state, &samr, &Default::default(), 100, "").unwrap();
     assert_eq!(page.items.len(), 1, "applied once");
     // The same id from another department is another request.
     let other = w.run(
@@ -720,10 +723,10 @@ const PROFILES: &[Profile] = {
             holds: &[Admin, Anyone],
         },
         Profile {
-            name: "lead department",
+            name: "lead department and data provider",
             principal: Principal::Member,
             actor: "SAMR",
-            holds: &[Anyone, AnyMember, LeadDepartment],
+            holds: &[Anyone, AnyMember, LeadDepartment, DataProvider],
         },
         Profile {
             name: "cooperating department",
@@ -763,6 +766,19 @@ const PROFILES: &[Profile] = {
         },
     ]
 };
+
+fn rule(readers: &[&str]) -> SharingRuleSpec {
+    SharingRuleSpec {
+        id: "oil-drafts".into(),
+        class: RecordClass::Item,
+        provider: "SAMR".into(),
+        readers: readers.iter().map(|r| r.to_string()).collect(),
+        purpose: "联合检查前的准备".into(),
+        frequency: Frequency::OnChange,
+        confidentiality: Confidentiality::Internal,
+        legal_basis: "《市场监管数据共享办法》".into(),
+    }
+}
 
 /// A world in which `kind`, issued by an authorised caller, succeeds; and that command.
 fn fixture(kind: CommandKind) -> (World, Command) {
@@ -833,6 +849,27 @@ fn fixture(kind: CommandKind) -> (World, Command) {
             reason: "废止".into(),
             expected_revision: None,
         },
+        CommandKind::PutSharingRule => Command::PutSharingRule {
+            rule: rule(&["ECO"]),
+            expected_revision: None,
+        },
+        CommandKind::DeleteSharingRule => {
+            let r = w.run(
+                "SAMR",
+                "rule-1",
+                Command::PutSharingRule {
+                    rule: rule(&["ECO"]),
+                    expected_revision: None,
+                },
+            );
+            assert!(r.result.is_ok(), "{r:?}");
+            Command::DeleteSharingRule {
+                class: RecordClass::Item,
+                provider: "SAMR".into(),
+                id: "oil-drafts".into(),
+                expected_revision: None,
+            }
+        }
     };
     (w, cmd)
 }
@@ -937,4 +974,144 @@ fn the_audit_chain_links_every_command_and_detects_a_rewrite() {
     let v = audit::verify(&w.state, 5, 0, usize::MAX).unwrap();
     assert_eq!(v.broken, None);
     assert_eq!(v.checked, w.revision - 4);
+}
+
+#[test]
+fn non_public_items_are_seen_only_by_the_departments_a_rule_names() {
+    let mut w = World::new();
+    // A non-public item, published: SAMR leads, TRANS cooperates.
+    let mut secret = content();
+    secret.public = false;
+    secret.non_public_reason = "涉及执法部署".into();
+    let id = w
+        .ok_item("SAMR", Command::CreateItem { content: secret })
+        .id;
+    for (actor, cmd) in [
+        (
+            "SAMR",
+            Command::SubmitForReview {
+                id: id.clone(),
+                expected_revision: None,
+            },
+        ),
+        (
+            "JUST",
+            Command::ReviewItem {
+                id: id.clone(),
+                approve: true,
+                opinion: String::new(),
+                expected_revision: None,
+            },
+        ),
+        (
+            "SAMR",
+            Command::PublishItem {
+                id: id.clone(),
+                expected_revision: None,
+            },
+        ),
+    ] {
+        w.ok_item(actor, cmd);
+    }
+    // A public item still in draft, and a public published one.
+    let draft = w
+        .ok_item("SAMR", Command::CreateItem { content: content() })
+        .id;
+    let public = item_in(&mut w, ItemStatus::Published);
+    let sees = |w: &World, dept: &str| -> Vec<String> {
+        let scope = Scope::load(&w.state, dept).unwrap();
+        let listed: Vec<String> = query::items(&w.state, &scope, &Default::default(), 100, "")
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        // Get and History agree with List, and a hidden item is NOT_FOUND, not denied.
+        for id in [&id, &draft, &public] {
+            let got = query::item(&w.state, &scope, id, 0);
+            let history = query::item_history(&w.state, &scope, id);
+            assert_eq!(got.is_ok(), listed.contains(id), "{dept} get {id}");
+            assert_eq!(history.is_ok(), listed.contains(id), "{dept} history {id}");
+            if let Err(e) = got {
+                assert!(
+                    matches!(
+                        e,
+                        concord_domain::Failure::Refused(DomainError::NotFound { .. })
+                    ),
+                    "{e:?}"
+                );
+            }
+        }
+        listed
+    };
+    let all = vec![id.clone(), draft.clone(), public.clone()];
+    assert_eq!(sees(&w, "SAMR"), all, "the lead sees everything it leads");
+    assert_eq!(sees(&w, "TRANS"), all, "a cooperating department too");
+    assert_eq!(sees(&w, "JUST"), all, "the legality reviewer too");
+    assert_eq!(
+        sees(&w, "ECO"),
+        vec![public.clone()],
+        "others: public published only"
+    );
+    assert_eq!(sees(&w, "EMER"), vec![public.clone()]);
+    // SAMR shares its items with ECO: ECO now sees them; EMER still does not.
+    let r = w.run(
+        "SAMR",
+        "share-1",
+        Command::PutSharingRule {
+            rule: rule(&["ECO"]),
+            expected_revision: None,
+        },
+    );
+    assert!(r.result.is_ok(), "{r:?}");
+    assert_eq!(sees(&w, "ECO"), all);
+    assert_eq!(sees(&w, "EMER"), vec![public.clone()]);
+    // A revision in draft of the public item: outsiders keep seeing the version in force.
+    let v2 = w.ok_item(
+        "SAMR",
+        Command::ReviseItem {
+            id: public.clone(),
+            cause: ChangeCause::Amend,
+            change_note: "修订".into(),
+            content: content(),
+            expected_revision: None,
+        },
+    );
+    let emer = Scope::load(&w.state, "EMER").unwrap();
+    let seen = query::item(&w.state, &emer, &public, 0).unwrap();
+    assert_eq!((seen.version, seen.status), (1, ItemStatus::Published));
+    assert!(query::item(&w.state, &emer, &public, v2.version).is_err());
+    // Withdrawing the rule withdraws the access.
+    let r = w.run(
+        "SAMR",
+        "unshare-1",
+        Command::DeleteSharingRule {
+            class: RecordClass::Item,
+            provider: "SAMR".into(),
+            id: "oil-drafts".into(),
+            expected_revision: None,
+        },
+    );
+    assert!(r.result.is_ok(), "{r:?}");
+    assert_eq!(sees(&w, "ECO"), vec![public.clone()]);
+    // Only the provider writes its rules; readers must be registered departments.
+    let e = w.err(
+        "TRANS",
+        Command::PutSharingRule {
+            rule: rule(&["ECO"]),
+            expected_revision: None,
+        },
+    );
+    assert!(matches!(e, DomainError::PermissionDenied { .. }), "{e:?}");
+    let e = w.err(
+        "SAMR",
+        Command::PutSharingRule {
+            rule: rule(&["NOBODY"]),
+            expected_revision: None,
+        },
+    );
+    assert!(
+        matches!(&e, DomainError::InvalidArgument { field, .. } if field == "rule.readers[0]"),
+        "{e:?}"
+    );
 }

@@ -7,9 +7,13 @@ use concord_domain::item::{
     ChangeCause, DepartmentDuty, Item, ItemContent, ItemStatus, Level, Mechanism, MechanismKind,
     Method,
 };
+use concord_domain::sharing::{
+    Confidentiality, Frequency, RecordClass, SharingRule, SharingRuleSpec,
+};
 use concord_domain::DomainError;
 use concord_proto::cluster::v1 as pc;
 use concord_proto::item::v1 as pi;
+use concord_proto::sharing::v1 as ps;
 use concord_proto::watch::v1 as pw;
 
 fn unknown(field: &str, n: i32) -> DomainError {
@@ -319,6 +323,7 @@ pub fn record_kind(field: &str, n: i32) -> Result<RecordKind, DomainError> {
         pw::RecordKind::Unspecified => Err(unspecified(field)),
         pw::RecordKind::Department => Ok(RecordKind::Department),
         pw::RecordKind::Item => Ok(RecordKind::Item),
+        pw::RecordKind::SharingRule => Ok(RecordKind::SharingRule),
     }
 }
 
@@ -328,6 +333,7 @@ pub fn event_to_wire(e: &Event) -> pw::Event {
         kind: match e.kind {
             RecordKind::Department => pw::RecordKind::Department,
             RecordKind::Item => pw::RecordKind::Item,
+            RecordKind::SharingRule => pw::RecordKind::SharingRule,
         } as i32,
         key: e.key.clone(),
         action: e.action.clone(),
@@ -336,6 +342,87 @@ pub fn event_to_wire(e: &Event) -> pw::Event {
         record: Some(match &e.record {
             EventRecord::Department(d) => pw::event::Record::Department(department_to_wire(d)),
             EventRecord::Item(i) => pw::event::Record::Item(item_to_wire(i)),
+            EventRecord::SharingRule(r) => pw::event::Record::SharingRule(sharing_rule_to_wire(r)),
         }),
+    }
+}
+
+pub fn record_class(field: &str, n: i32) -> Result<RecordClass, DomainError> {
+    match ps::RecordClass::try_from(n).map_err(|_| unknown(field, n))? {
+        ps::RecordClass::Unspecified => Err(unspecified(field)),
+        ps::RecordClass::Item => Ok(RecordClass::Item),
+    }
+}
+
+fn confidentiality(field: &str, n: i32) -> Result<Confidentiality, DomainError> {
+    match ps::Confidentiality::try_from(n).map_err(|_| unknown(field, n))? {
+        ps::Confidentiality::Unspecified => Err(unspecified(field)),
+        ps::Confidentiality::Internal => Ok(Confidentiality::Internal),
+        ps::Confidentiality::Sensitive => Ok(Confidentiality::Sensitive),
+        ps::Confidentiality::Restricted => Ok(Confidentiality::Restricted),
+    }
+}
+
+fn frequency(field: &str, n: i32) -> Result<Frequency, DomainError> {
+    match ps::Frequency::try_from(n).map_err(|_| unknown(field, n))? {
+        ps::Frequency::Unspecified => Err(unspecified(field)),
+        ps::Frequency::OnChange => Ok(Frequency::OnChange),
+        ps::Frequency::Daily => Ok(Frequency::Daily),
+        ps::Frequency::Weekly => Ok(Frequency::Weekly),
+        ps::Frequency::Monthly => Ok(Frequency::Monthly),
+        ps::Frequency::OnRequest => Ok(Frequency::OnRequest),
+    }
+}
+
+/// A rule as sent by `caller_department`, which is its provider.
+pub fn sharing_rule_spec(
+    field: &str,
+    r: Option<&ps::SharingRule>,
+    caller_department: &str,
+) -> Result<SharingRuleSpec, DomainError> {
+    let r = r.ok_or_else(|| DomainError::invalid(field, "is required"))?;
+    let provider = if r.provider.is_empty() {
+        caller_department.to_string()
+    } else {
+        r.provider.clone()
+    };
+    SharingRuleSpec {
+        id: r.id.clone(),
+        class: record_class(&format!("{field}.class"), r.class)?,
+        provider,
+        readers: r.readers.clone(),
+        purpose: r.purpose.clone(),
+        frequency: frequency(&format!("{field}.frequency"), r.frequency)?,
+        confidentiality: confidentiality(&format!("{field}.confidentiality"), r.confidentiality)?,
+        legal_basis: r.legal_basis.clone(),
+    }
+    .validated(field)
+}
+
+pub fn sharing_rule_to_wire(r: &SharingRule) -> ps::SharingRule {
+    let s = &r.spec;
+    ps::SharingRule {
+        id: s.id.clone(),
+        class: match s.class {
+            RecordClass::Item => ps::RecordClass::Item,
+        } as i32,
+        provider: s.provider.clone(),
+        readers: s.readers.clone(),
+        purpose: s.purpose.clone(),
+        frequency: match s.frequency {
+            Frequency::OnChange => ps::Frequency::OnChange,
+            Frequency::Daily => ps::Frequency::Daily,
+            Frequency::Weekly => ps::Frequency::Weekly,
+            Frequency::Monthly => ps::Frequency::Monthly,
+            Frequency::OnRequest => ps::Frequency::OnRequest,
+        } as i32,
+        confidentiality: match s.confidentiality {
+            Confidentiality::Internal => ps::Confidentiality::Internal,
+            Confidentiality::Sensitive => ps::Confidentiality::Sensitive,
+            Confidentiality::Restricted => ps::Confidentiality::Restricted,
+        } as i32,
+        legal_basis: s.legal_basis.clone(),
+        created_revision: r.created_revision,
+        updated_revision: r.updated_revision,
     }
 }

@@ -52,6 +52,14 @@ fn client_write_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) 
 }
 
 impl NodeCore {
+    /// What this node's department may read under the data-sharing catalogue.
+    pub fn scope(&self) -> Result<concord_domain::sharing::Scope, NodeError> {
+        Ok(concord_domain::sharing::Scope::load(
+            &self.reader,
+            &self.department,
+        )?)
+    }
+
     pub fn default_timeout(&self) -> Duration {
         Duration::from_millis(self.config.limits.default_timeout_ms)
     }

@@ -17,9 +17,12 @@ use crate::auth::{interceptor, Surface};
 use crate::config::NodeConfig;
 use crate::core::NodeCore;
 use crate::network::{NetworkFactory, Peers};
-use crate::services::{cluster::ClusterSvc, item::ItemSvc, raft::RaftSvc, watch::WatchSvc};
+use crate::services::{
+    cluster::ClusterSvc, item::ItemSvc, raft::RaftSvc, sharing::SharingSvc, watch::WatchSvc,
+};
 use crate::transport::{self, RefusalLog, Security};
 use concord_pki::{CertRole, ReloadingTls};
+use concord_proto::sharing::v1::sharing_service_server::SharingServiceServer;
 use tonic::service::interceptor::InterceptedService;
 
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +159,9 @@ pub async fn start_with_listener(
     health_reporter
         .set_serving::<WatchServiceServer<WatchSvc>>()
         .await;
+    health_reporter
+        .set_serving::<SharingServiceServer<SharingSvc>>()
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(concord_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -180,6 +186,11 @@ pub async fn start_with_listener(
         ))
         .add_service(InterceptedService::new(
             ItemServiceServer::new(ItemSvc { core: core.clone() }).max_decoding_message_size(limit),
+            interceptor(core.clone(), Surface::Departmental),
+        ))
+        .add_service(InterceptedService::new(
+            SharingServiceServer::new(SharingSvc { core: core.clone() })
+                .max_decoding_message_size(limit),
             interceptor(core.clone(), Surface::Departmental),
         ))
         .add_service(InterceptedService::new(

@@ -17,6 +17,11 @@ pub mod item {
         tonic::include_proto!("concord.item.v1");
     }
 }
+pub mod sharing {
+    pub mod v1 {
+        tonic::include_proto!("concord.sharing.v1");
+    }
+}
 pub mod watch {
     pub mod v1 {
         tonic::include_proto!("concord.watch.v1");

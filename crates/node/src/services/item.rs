@@ -196,7 +196,9 @@ impl ItemService for ItemSvc {
         async {
             require_id(&r.id)?;
             let revision = self.core.read_barrier(r.read.as_ref(), timeout).await?;
-            let item = query::item(&self.core.reader, &r.id, r.version).map_err(NodeError::from)?;
+            let scope = self.core.scope()?;
+            let item = query::item(&self.core.reader, &scope, &r.id, r.version)
+                .map_err(NodeError::from)?;
             Ok(Response::new(ItemResponse {
                 header: header(&self.core, revision, false),
                 item: Some(convert::item_to_wire(&item)),
@@ -243,7 +245,8 @@ impl ItemService for ItemSvc {
             query::decode_page_token(&r.page_token, concord_domain::state::keys::ITEM)
                 .map_err(NodeError::from)?;
             let revision = self.core.read_barrier(r.read.as_ref(), timeout).await?;
-            let page = query::items(&self.core.reader, &filter, page_size, &r.page_token)
+            let scope = self.core.scope()?;
+            let page = query::items(&self.core.reader, &scope, &filter, page_size, &r.page_token)
                 .map_err(NodeError::from)?;
             Ok(Response::new(ListItemsResponse {
                 header: header(&self.core, revision, false),
@@ -265,8 +268,9 @@ impl ItemService for ItemSvc {
         async {
             require_id(&r.id)?;
             let revision = self.core.read_barrier(r.read.as_ref(), timeout).await?;
+            let scope = self.core.scope()?;
             let versions =
-                query::item_history(&self.core.reader, &r.id).map_err(NodeError::from)?;
+                query::item_history(&self.core.reader, &scope, &r.id).map_err(NodeError::from)?;
             Ok(Response::new(ItemHistoryResponse {
                 header: header(&self.core, revision, false),
                 versions: versions.iter().map(convert::item_to_wire).collect(),

@@ -3,4 +3,5 @@
 pub mod cluster;
 pub mod item;
 pub mod raft;
+pub mod sharing;
 pub mod watch;

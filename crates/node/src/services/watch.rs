@@ -1,12 +1,15 @@
 //! The change feed. A stream replays retained events from its start revision, then
 //! follows the applied revision. Its cursor only moves past revisions whose events
-//! were all read, so a resumed stream neither skips nor repeats.
+//! were all read, so a resumed stream neither skips nor repeats. It carries only
+//! what the node's department may see under the data-sharing catalogue, as the
+//! catalogue stands when the events are sent.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use concord_domain::event::{Event, RecordKind};
+use concord_domain::sharing::Scope;
 use concord_domain::validate;
 use concord_proto::watch::v1::watch_service_server::WatchService;
 use concord_proto::watch::v1::{WatchRequest, WatchResponse};
@@ -31,8 +34,9 @@ struct Filter {
 }
 
 impl Filter {
-    fn matches(&self, e: &Event) -> bool {
-        (self.kinds.is_empty() || self.kinds.contains(&e.kind))
+    fn matches(&self, e: &Event, scope: &Scope) -> bool {
+        scope.can_see_event(e)
+            && (self.kinds.is_empty() || self.kinds.contains(&e.kind))
             && self
                 .department
                 .as_ref()
@@ -104,6 +108,13 @@ async fn follow(
     let mut applied_rx = reader.subscribe();
     let mut stopping = core.stopping.subscribe();
     let mut cursor = start;
+    let mut scope = match core.scope() {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = tx.send(Err(e.into())).await;
+            return;
+        }
+    };
     loop {
         // Everything at or below `applied` is in the store before we scan.
         let applied = *applied_rx.borrow_and_update();
@@ -134,9 +145,18 @@ async fn follow(
         } else {
             applied.max(last_seen.unwrap_or(0))
         };
+        if events.iter().any(|e| e.kind == RecordKind::SharingRule) {
+            match core.scope() {
+                Ok(s) => scope = s,
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            }
+        }
         let matching: Vec<_> = events
             .iter()
-            .filter(|e| filter.matches(e))
+            .filter(|e| filter.matches(e, &scope))
             .map(convert::event_to_wire)
             .collect();
         if !matching.is_empty()
