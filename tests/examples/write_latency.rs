@@ -1,7 +1,10 @@
 //! Single-client, sequential CreateItem latency against a running cluster (e.g.
 //! `concord dev`). A quick figure for development; `concord bench` is the real tool.
 //!
-//! cargo run --release -p concord-tests --example write_latency -- 127.0.0.1:7001 SAMR 1000
+//! cargo run -p concord-tests --example write_latency -- 127.0.0.1:7001 SAMR 1000 .concord-dev/pki
+//!
+//! The fourth argument is a `concord pki` directory holding `<DEPT>-client-app.pem`
+//! (as `concord dev` creates); without it the connection is plaintext.
 
 use std::time::Instant;
 
@@ -18,7 +21,16 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| "127.0.0.1:7001".into());
     let dept = args.get(2).cloned().unwrap_or_else(|| "SAMR".into());
     let n: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(1000);
-    let mut client = ItemServiceClient::connect(format!("http://{addr}")).await?;
+    let tls = match args.get(4) {
+        Some(dir) => {
+            concord_pki::install_default_provider();
+            let id = concord_pki::Identity::new(&dept, concord_pki::CertRole::Client, "app")?;
+            let files = concord_pki::layout::tls_files(std::path::Path::new(dir), &id);
+            Some(std::sync::Arc::new(concord_pki::ReloadingTls::load(files)?))
+        }
+        None => None,
+    };
+    let mut client = ItemServiceClient::new(concord_node::client::channel(&addr, tls)?);
     let run = uuid::Uuid::new_v4();
     let mut lat = Vec::with_capacity(n);
     let started = Instant::now();
