@@ -494,3 +494,30 @@ async fn certificates_rotate_without_a_restart() {
     status_with(ch).await.expect("new client after revocation");
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cannot_speak_in_raft_as_another_node() {
+    let c = Cluster::start(3).await;
+    // TRANS's node (node 2) asks node 3 for a vote, once as node 1 and once as itself.
+    let mut raft = RaftServiceClient::new(c.pki.channel(c.nodes[&3].addr, &TestPki::node("TRANS")));
+    let vote_as = |node: u64| {
+        // Term 0 can never win, so the honest request changes nothing either.
+        let rpc = openraft::raft::VoteRequest::new(openraft::Vote::new(0, node), None);
+        RaftPayload {
+            data: encode(&rpc).unwrap(),
+        }
+    };
+    let e = raft.vote(vote_as(1)).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(
+        e.message().contains("node 1") && e.message().contains("SAMR"),
+        "{e:?}"
+    );
+    raft.vote(vote_as(2))
+        .await
+        .expect("a node speaking as itself is heard");
+    let e = raft.vote(vote_as(9)).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "a non-member id: {e:?}");
+    must_record(&c, 3, "wrong_department").await;
+    c.shutdown().await;
+}

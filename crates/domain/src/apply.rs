@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::{self, AuditRecord};
 use crate::authority;
-use crate::command::{Command, Envelope, Outcome, Response};
+use crate::command::{Command, Envelope, Outcome, Principal, Response};
 use crate::department::{Department, DepartmentSpec};
 use crate::event::{Event, EventRecord, RecordKind};
 use crate::item::{self, ChangeCause, Item, ItemContent, ItemStatus};
@@ -35,6 +35,25 @@ pub struct Transition {
 struct DedupRecord {
     response: Response,
     at_ms: i64,
+    /// SHA-256 of the command, so a request id reused for another command is refused
+    /// rather than answered with the first command's result. Empty in old records.
+    #[serde(default)]
+    command_digest: String,
+}
+
+fn command_digest(command: &Command) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(crate::state::encode(command)))
+}
+
+/// Who a request id belongs to: the actor, and the capacity it acted in, so an
+/// admin's request ids and a department's never collide.
+fn dedup_owner(env: &Envelope) -> String {
+    match env.principal {
+        Principal::Member => env.actor.clone(),
+        // '~' never occurs in a department code.
+        other => format!("{}~{}", env.actor, other.as_str()),
+    }
 }
 
 /// Applies `env` as revision `revision` to the state `view`.
@@ -43,10 +62,30 @@ pub fn apply(
     env: &Envelope,
     revision: u64,
 ) -> Result<Transition, StorageFault> {
+    let owner = dedup_owner(env);
+    let digest = command_digest(&env.command);
     if !env.request_id.is_empty() {
-        let key = keys::dedup(&env.actor, &env.request_id);
+        let key = keys::dedup(&owner, &env.request_id);
         if let Some(bytes) = view.get(&key)? {
             let mut record: DedupRecord = decode(&key, &bytes)?;
+            if !record.command_digest.is_empty() && record.command_digest != digest {
+                // Not a retry: answer with a refusal and change nothing.
+                return Ok(Transition {
+                    writes: vec![],
+                    events: vec![],
+                    response: Response {
+                        revision,
+                        result: Err(DomainError::invalid(
+                            "request_id",
+                            format!(
+                                "{} was already used by {} for a different request (revision {})",
+                                env.request_id, env.actor, record.response.revision
+                            ),
+                        )),
+                        replayed: false,
+                    },
+                });
+            }
             record.response.replayed = true;
             return Ok(Transition {
                 writes: vec![],
@@ -94,10 +133,11 @@ pub fn apply(
         let record = DedupRecord {
             response: response.clone(),
             at_ms: env.timestamp_ms,
+            command_digest: digest,
         };
-        tx.put(keys::dedup(&env.actor, &env.request_id), &record);
+        tx.put(keys::dedup(&owner, &env.request_id), &record);
         tx.writes.insert(
-            keys::dedup_by_time(env.timestamp_ms, &env.actor, &env.request_id),
+            keys::dedup_by_time(env.timestamp_ms, &owner, &env.request_id),
             Some(vec![]),
         );
     }
@@ -229,11 +269,7 @@ fn check_expected(expected: Option<u64>, actual: u64) -> Result<(), DomainError>
 }
 
 fn execute(tx: &mut Tx, command: &Command) -> Result<Outcome, Failure> {
-    authority::authorize(
-        |code| Ok(tx.get::<Department>(&keys::department(code))?),
-        |id| Ok(tx.get::<Item>(&keys::item(id))?),
-        tx.env,
-    )?;
+    authority::authorize(tx.base, tx.env)?;
     match command {
         Command::Bootstrap { departments } => bootstrap(tx, departments),
         Command::RegisterDepartment {

@@ -29,6 +29,9 @@ pub struct AuditRecord {
     pub timestamp_ms: i64,
     /// `OK`, or the code of the refusal (refused attempts are recorded too).
     pub outcome: String,
+    /// The revision of the record before this one (0 for the first), so any record
+    /// can be checked against its predecessor without walking the whole chain.
+    pub prev_revision: u64,
     pub prev_hash: String,
     /// Hex SHA-256 over `prev_hash` and this record with `hash` empty.
     pub hash: String,
@@ -54,6 +57,7 @@ impl AuditRecord {
             request_id: env.request_id.clone(),
             timestamp_ms: env.timestamp_ms,
             outcome,
+            prev_revision: 0,
             prev_hash: String::new(),
             hash: String::new(),
         }
@@ -74,10 +78,10 @@ impl AuditRecord {
 
     /// Links this record after `head` and seals it.
     pub fn seal(mut self, head: &AuditHead) -> (AuditRecord, AuditHead) {
-        self.prev_hash = if head.count == 0 {
-            GENESIS.to_string()
+        (self.prev_revision, self.prev_hash) = if head.count == 0 {
+            (0, GENESIS.to_string())
         } else {
-            head.hash.clone()
+            (head.revision, head.hash.clone())
         };
         self.hash = self.compute_hash();
         let next = AuditHead {
@@ -105,8 +109,10 @@ pub struct Verification {
 }
 
 /// Recomputes every record with `from <= revision <= to` (`to` 0: to the head), at
-/// most `limit`: each hash, each link to the record before it, and, when the walk
-/// reaches the newest record, the stored head.
+/// most `limit`: each record's hash, its link to its predecessor (also when the
+/// predecessor is outside the range), the link of the record after the range back to
+/// the last one checked, and — when the walk covers the whole chain — the stored
+/// head and count.
 pub fn verify(
     view: &dyn StateRead,
     from: u64,
@@ -115,11 +121,15 @@ pub fn verify(
 ) -> Result<Verification, StorageFault> {
     let head = head(view)?;
     let to = if to == 0 { u64::MAX } else { to };
-    let mut checked = 0;
+    let first_of_chain = first_revision(view)?;
+    let mut checked: u64 = 0;
     let mut prev: Option<AuditRecord> = None;
     let mut after = (from > 0).then(|| keys::audit(from - 1));
     let page = 1024.min(limit.max(1));
-    loop {
+    let mut next_revision = 0;
+    // The first record past the walk, whose link to the last one is checked at the end.
+    let mut beyond: Option<AuditRecord> = None;
+    'walk: loop {
         let batch = view.scan(keys::AUDIT, after.as_deref(), page)?;
         if batch.is_empty() {
             break;
@@ -132,71 +142,122 @@ pub fn verify(
                     return Ok(broken(checked, rev, e.to_string(), head));
                 }
             };
-            if record.revision > to {
-                return Ok(done(checked, 0, head));
+            if record.revision > to || checked as usize == limit {
+                if checked as usize == limit && record.revision <= to {
+                    next_revision = record.revision;
+                }
+                beyond = Some(record);
+                break 'walk;
             }
-            if checked as usize == limit {
-                return Ok(done(checked, record.revision, head));
-            }
-            if key != &keys::audit(record.revision) {
-                return Ok(broken(
+            let fail = |why: &str| {
+                Ok(broken(
                     checked,
                     record.revision,
-                    format!("stored under {key} but says revision {}", record.revision),
-                    head,
-                ));
+                    why.to_string(),
+                    head.clone(),
+                ))
+            };
+            if key != &keys::audit(record.revision) {
+                return fail("the record is stored under another revision's key");
             }
             if record.compute_hash() != record.hash {
-                return Ok(broken(
-                    checked,
-                    record.revision,
-                    "the record does not match its hash (it was changed after it was written)"
-                        .into(),
-                    head,
-                ));
+                return fail(
+                    "the record does not match its hash (it was changed after it was written)",
+                );
             }
-            let expected_prev = match &prev {
-                Some(p) => Some(p.hash.as_str()),
-                None if record.revision == first_revision(view)? => Some(GENESIS),
-                None => None, // the walk started mid-chain; the predecessor is not in range
-            };
-            if let Some(expected) = expected_prev {
-                if record.prev_hash != expected {
-                    return Ok(broken(
-                        checked,
-                        record.revision,
-                        "the record does not link to the one before it (a record was changed, removed or inserted)".into(),
-                        head,
-                    ));
-                }
+            if let Err(why) = check_link(view, &record, prev.as_ref(), first_of_chain)? {
+                return fail(why);
             }
             checked += 1;
             prev = Some(record);
         }
         after = batch.last().map(|(k, _)| k.clone());
     }
-    if let Some(last) = prev {
-        if last.revision == head.revision && last.hash != head.hash {
+    let Some(last) = prev else {
+        let expected_some = head.count > 0 && from <= head.revision && to >= head.revision;
+        if beyond.is_none() && expected_some {
             return Ok(broken(
-                checked,
-                last.revision,
-                "the newest record does not match the stored head".into(),
+                0,
+                head.revision,
+                "the head names records that are missing".into(),
                 head,
             ));
         }
-        if last.revision > head.revision {
-            return Ok(broken(
-                checked,
-                last.revision,
-                format!(
-                    "a record exists beyond the head at revision {}",
-                    head.revision
-                ),
-                head,
-            ));
+        return Ok(done(checked, next_revision, head));
+    };
+    match beyond {
+        Some(next) => {
+            if next.prev_revision != last.revision || next.prev_hash != last.hash {
+                return Ok(broken(
+                    checked,
+                    next.revision,
+                    "the record after the range does not link to the last one in it (a record was changed, removed or inserted)".into(),
+                    head,
+                ));
+            }
+        }
+        None => {
+            if last.revision != head.revision || last.hash != head.hash {
+                return Ok(broken(
+                    checked,
+                    last.revision,
+                    format!(
+                        "the newest record is not the stored head (revision {}): records were removed or added at the end",
+                        head.revision
+                    ),
+                    head,
+                ));
+            }
+            if from <= first_of_chain && checked != head.count {
+                return Ok(broken(
+                    checked,
+                    last.revision,
+                    format!(
+                        "the chain holds {checked} records but the head counts {}",
+                        head.count
+                    ),
+                    head,
+                ));
+            }
         }
     }
-    Ok(done(checked, 0, head))
+    Ok(done(checked, next_revision, head))
+}
+
+/// Checks `record`'s link to its predecessor: the previous record of the walk, or,
+/// for the first record of a walk, the record it names (or the genesis).
+fn check_link(
+    view: &dyn StateRead,
+    record: &AuditRecord,
+    walked: Option<&AuditRecord>,
+    first_of_chain: u64,
+) -> Result<Result<(), &'static str>, StorageFault> {
+    if let Some(p) = walked {
+        if record.prev_revision != p.revision || record.prev_hash != p.hash {
+            return Ok(Err("the record does not link to the one before it (a record was changed, removed or inserted)"));
+        }
+        return Ok(Ok(()));
+    }
+    if record.prev_revision == 0 {
+        let ok = record.prev_hash == GENESIS && record.revision == first_of_chain;
+        return Ok(if ok {
+            Ok(())
+        } else {
+            Err("the record claims to start the chain but does not")
+        });
+    }
+    let key = keys::audit(record.prev_revision);
+    let Some(bytes) = view.get(&key)? else {
+        return Ok(Err("the record it links to is missing"));
+    };
+    let p: AuditRecord = decode(&key, &bytes)?;
+    Ok(
+        if p.hash == record.prev_hash && p.compute_hash() == p.hash {
+            Ok(())
+        } else {
+            Err("the record does not link to the one before it (a record was changed, removed or inserted)")
+        },
+    )
 }
 
 fn first_revision(view: &dyn StateRead) -> Result<u64, StorageFault> {

@@ -6,6 +6,9 @@
 use crate::command::{Command, CommandKind, Envelope, Principal};
 use crate::department::{Department, Role};
 use crate::item::Item;
+use crate::query;
+use crate::sharing::Scope;
+use crate::state::{get_typed, keys, StateRead};
 use crate::{DomainError, Failure};
 
 /// One way of being allowed to issue a command.
@@ -119,15 +122,13 @@ impl Subject<'_> {
 }
 
 /// Refuses `env` unless its actor holds one of the command's authorities. Reads
-/// the record acted on; a missing record is NOT_FOUND, as it would be anyway.
-pub fn authorize(
-    get_department: impl Fn(&str) -> Result<Option<Department>, Failure>,
-    get_item: impl Fn(&str) -> Result<Option<Item>, Failure>,
-    env: &Envelope,
-) -> Result<(), Failure> {
+/// the record acted on: a missing record — or one the actor may not even see under
+/// the sharing rules — is NOT_FOUND, so a refusal never reveals a hidden record.
+pub fn authorize(view: &dyn StateRead, env: &Envelope) -> Result<(), Failure> {
     let kind = env.command.kind();
     let allowed = authorities(kind);
-    let department = get_department(&env.actor)?;
+    let department: Option<Department> = get_typed(view, &keys::department(&env.actor))?;
+    let mut target_item: Option<Item> = None;
     let (lead, cooperating): (Option<String>, Vec<String>) = match &env.command {
         Command::CreateItem { content } => (Some(content.lead.department.clone()), vec![]),
         Command::UpdateDraft { id, .. }
@@ -136,14 +137,17 @@ pub fn authorize(
         | Command::PublishItem { id, .. }
         | Command::ReviseItem { id, .. }
         | Command::AbolishItem { id, .. } => {
-            let item = get_item(id)?.ok_or_else(|| DomainError::not_found("item", id))?;
+            let item: Item = get_typed(view, &keys::item(id))?
+                .ok_or_else(|| DomainError::not_found("item", id))?;
             let coop = item
                 .content
                 .cooperating
                 .iter()
                 .map(|d| d.department.clone())
                 .collect();
-            (Some(item.lead().to_string()), coop)
+            let lead = item.lead().to_string();
+            target_item = Some(item);
+            (Some(lead), coop)
         }
         Command::Bootstrap { .. }
         | Command::RegisterDepartment { .. }
@@ -165,6 +169,11 @@ pub fn authorize(
     };
     if allowed.iter().any(|a| subject.holds(*a)) {
         return Ok(());
+    }
+    if let Some(item) = &target_item {
+        if !query::visible(view, &Scope::load(view, &env.actor)?, item)? {
+            return Err(DomainError::not_found("item", &item.id).into());
+        }
     }
     let who = allowed
         .iter()

@@ -45,6 +45,11 @@ fn visible_head(view: &dyn StateRead, scope: &Scope, head: Item) -> Result<Optio
     Ok(get_typed::<Item>(view, &key)?.filter(Scope::is_public_version))
 }
 
+/// Whether `scope` may see anything of the item whose latest version is `head`.
+pub fn visible(view: &dyn StateRead, scope: &Scope, head: &Item) -> Result<bool, Failure> {
+    Ok(visible_head(view, scope, head.clone())?.is_some())
+}
+
 /// `version` 0 is the latest version the reader may see. An item the reader may
 /// not see is NOT_FOUND, like a missing one.
 pub fn item(view: &dyn StateRead, scope: &Scope, id: &str, version: u32) -> Result<Item, Failure> {

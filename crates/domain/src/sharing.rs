@@ -226,12 +226,9 @@ impl Scope {
     pub fn can_see_event(&self, e: &Event) -> bool {
         match &e.record {
             EventRecord::Department(_) | EventRecord::SharingRule(_) => true,
-            EventRecord::Item(item) => {
-                Self::is_public_version(item)
-                    || self.reviewer
-                    || e.departments.iter().any(|d| *d == self.department)
-                    || self.is_insider(item)
-            }
+            // Judged by the version the event carries: a department dropped from
+            // an item in a new draft does not see that draft.
+            EventRecord::Item(item) => Self::is_public_version(item) || self.is_insider(item),
         }
     }
 }

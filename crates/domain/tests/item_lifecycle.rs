@@ -253,9 +253,12 @@ fn full_life_cycle_with_revision_and_supersession() {
 
 /// Drives a fresh item to `status` by legal steps.
 fn item_in(w: &mut World, status: ItemStatus) -> String {
-    let id = w
-        .ok_item("SAMR", Command::CreateItem { content: content() })
-        .id;
+    item_with(w, content(), status)
+}
+
+/// Drives a fresh item with `content` to `status` by legal steps.
+fn item_with(w: &mut World, content: ItemContent, status: ItemStatus) -> String {
+    let id = w.ok_item("SAMR", Command::CreateItem { content }).id;
     let steps: Vec<(&str, Command)> = vec![
         (
             "SAMR",
@@ -489,12 +492,23 @@ fn wrong_department_is_permission_denied_and_changes_nothing() {
     // An unregistered department can do nothing.
     let e = w.err(
         "NOBODY",
-        Command::SubmitForReview {
-            id,
+        Command::AbolishItem {
+            id: id.clone(),
+            reason: "x".into(),
             expected_revision: None,
         },
     );
     assert!(matches!(e, DomainError::PermissionDenied { .. }), "{e:?}");
+    // A department that may not see a draft learns nothing about it.
+    let draft = item_in(&mut w, ItemStatus::Draft);
+    let e = w.err(
+        "ECO",
+        Command::SubmitForReview {
+            id: draft,
+            expected_revision: None,
+        },
+    );
+    assert!(matches!(e, DomainError::NotFound { .. }), "{e:?}");
 }
 
 #[test]
@@ -894,11 +908,33 @@ fn the_authority_matrix_is_enforced_for_every_profile_and_command() {
                 assert!(r.result.is_ok(), "{case} should succeed: {:?}", r.result);
                 allowed += 1;
             } else {
+                // A caller who may not even see the unpublished item it names learns
+                // nothing: NOT_FOUND, as for a missing item.
+                let unpublished_target = matches!(
+                    kind,
+                    CommandKind::UpdateDraft
+                        | CommandKind::SubmitForReview
+                        | CommandKind::ReviewItem
+                        | CommandKind::PublishItem
+                );
+                // Visibility goes by the acting department, whatever its capacity:
+                // the fixture item names SAMR and TRANS, and JUST reviews legality.
+                let sees = ["SAMR", "TRANS", "JUST"].contains(&p.actor);
                 match &r.result {
-                    Err(DomainError::PermissionDenied { reason }) => {
+                    Err(DomainError::NotFound { .. }) if unpublished_target && !sees => {}
+                    Err(DomainError::PermissionDenied { reason })
+                        if !(unpublished_target && !sees) =>
+                    {
                         assert!(reason.contains(kind.as_str()), "{case}: {reason}")
                     }
-                    other => panic!("{case} should be PERMISSION_DENIED, got {other:?}"),
+                    other => panic!(
+                        "{case} should be {}, got {other:?}",
+                        if unpublished_target && !sees {
+                            "NOT_FOUND"
+                        } else {
+                            "PERMISSION_DENIED"
+                        }
+                    ),
                 }
                 let keep = |s: &MemState| {
                     let mut s = s.clone();
@@ -970,10 +1006,75 @@ fn the_audit_chain_links_every_command_and_detects_a_rewrite() {
     w.state.map.insert(key, serde_json::to_vec(&rec).unwrap());
     let v = audit::verify(&w.state, 0, 0, usize::MAX).unwrap();
     assert_eq!(v.broken.as_ref().map(|b| b.0), Some(4), "{v:?}");
-    // A range that starts later checks what it covers.
+    // A range that starts after the rewrite still finds it: its first record's
+    // predecessor no longer matches.
+    let v = audit::verify(&w.state, 4, 0, usize::MAX).unwrap();
+    assert_eq!(v.broken.as_ref().map(|b| b.0), Some(4), "{v:?}");
     let v = audit::verify(&w.state, 5, 0, usize::MAX).unwrap();
     assert_eq!(v.broken, None);
     assert_eq!(v.checked, w.revision - 4);
+}
+
+#[test]
+fn audit_verification_finds_removed_records_at_every_edge() {
+    let fresh = || {
+        let mut w = World::new();
+        item_in(&mut w, ItemStatus::Published);
+        w
+    };
+    let key = |r: u64| format!("audit/{r:020}");
+    let w = fresh();
+    let n = w.revision;
+    // Intact, in one walk and in pages of 2 that continue where the last stopped.
+    assert_eq!(
+        audit::verify(&w.state, 0, 0, usize::MAX).unwrap().broken,
+        None
+    );
+    let mut from = 0;
+    let mut total = 0;
+    loop {
+        let v = audit::verify(&w.state, from, 0, 2).unwrap();
+        assert_eq!(v.broken, None, "page from {from}");
+        total += v.checked;
+        if v.next_revision == 0 {
+            break;
+        }
+        from = v.next_revision;
+    }
+    assert_eq!(total, n);
+    // The newest record removed: the head no longer matches.
+    let mut w = fresh();
+    w.state.map.remove(&key(n));
+    assert!(audit::verify(&w.state, 0, 0, usize::MAX)
+        .unwrap()
+        .broken
+        .is_some());
+    // Every record removed.
+    let mut w = fresh();
+    w.state.map.retain(|k, _| !k.starts_with("audit/"));
+    assert!(audit::verify(&w.state, 0, 0, usize::MAX)
+        .unwrap()
+        .broken
+        .is_some());
+    // A record in the middle removed: found by a walk over it, and by a page that
+    // ends just before it (the next record no longer links back).
+    let mut w = fresh();
+    w.state.map.remove(&key(3));
+    assert!(audit::verify(&w.state, 0, 0, usize::MAX)
+        .unwrap()
+        .broken
+        .is_some());
+    assert!(audit::verify(&w.state, 1, 2, usize::MAX)
+        .unwrap()
+        .broken
+        .is_some());
+    // The first record removed.
+    let mut w = fresh();
+    w.state.map.remove(&key(1));
+    assert!(audit::verify(&w.state, 0, 0, usize::MAX)
+        .unwrap()
+        .broken
+        .is_some());
 }
 
 #[test]
@@ -983,36 +1084,7 @@ fn non_public_items_are_seen_only_by_the_departments_a_rule_names() {
     let mut secret = content();
     secret.public = false;
     secret.non_public_reason = "涉及执法部署".into();
-    let id = w
-        .ok_item("SAMR", Command::CreateItem { content: secret })
-        .id;
-    for (actor, cmd) in [
-        (
-            "SAMR",
-            Command::SubmitForReview {
-                id: id.clone(),
-                expected_revision: None,
-            },
-        ),
-        (
-            "JUST",
-            Command::ReviewItem {
-                id: id.clone(),
-                approve: true,
-                opinion: String::new(),
-                expected_revision: None,
-            },
-        ),
-        (
-            "SAMR",
-            Command::PublishItem {
-                id: id.clone(),
-                expected_revision: None,
-            },
-        ),
-    ] {
-        w.ok_item(actor, cmd);
-    }
+    let id = item_with(&mut w, secret, ItemStatus::Published);
     // A public item still in draft, and a public published one.
     let draft = w
         .ok_item("SAMR", Command::CreateItem { content: content() })

@@ -8,11 +8,47 @@ use concord_store::TypeConfig;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use tonic::{Request, Response, Status};
 
+use crate::auth::{caller, Caller};
 use crate::core::NodeCore;
+use crate::error::NodeError;
 use crate::network::{decode, encode, ForwardRequest};
 
 pub struct RaftSvc {
     pub core: Arc<NodeCore>,
+}
+
+impl RaftSvc {
+    /// A node may speak in raft only as itself: the node id a request claims (as
+    /// leader or candidate) must be, in this node's membership, a node of the
+    /// caller certificate's department. A node that has no membership yet accepts
+    /// the leader that is adding it.
+    fn check_sender(&self, req_caller: &Caller, claimed: Option<u64>) -> Result<(), Status> {
+        let (Some(dept), Some(node)) = (req_caller.node_department(), claimed) else {
+            return Ok(());
+        };
+        let metrics = self.core.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        if membership.nodes().next().is_none() {
+            return Ok(());
+        }
+        let why = match membership.get_node(&node) {
+            Some(info) if info.department == dept => return Ok(()),
+            Some(info) => format!(
+                "a node certificate of {dept} claimed to be node {node}, which belongs to {}",
+                info.department
+            ),
+            None => format!(
+                "a node certificate of {dept} claimed to be node {node}, which is not a member"
+            ),
+        };
+        let refusal = concord_pki::Refusal::WrongDepartment(why);
+        self.core
+            .security
+            .refusals
+            .record(refusal.clone(), &req_caller.peer);
+        Err(NodeError::Refused(refusal).into())
+    }
 }
 
 fn payload<T: serde::Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
@@ -32,12 +68,16 @@ impl RaftService for RaftSvc {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        let caller = caller(&req)?;
         let rpc: AppendEntriesRequest<TypeConfig> = parse(req)?;
+        self.check_sender(&caller, rpc.vote.leader_id().voted_for())?;
         payload(&self.core.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let caller = caller(&req)?;
         let rpc: VoteRequest<u64> = parse(req)?;
+        self.check_sender(&caller, rpc.vote.leader_id().voted_for())?;
         payload(&self.core.raft.vote(rpc).await)
     }
 
@@ -45,12 +85,14 @@ impl RaftService for RaftSvc {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        let caller = caller(&req)?;
         let rpc: InstallSnapshotRequest<TypeConfig> = parse(req)?;
+        self.check_sender(&caller, rpc.vote.leader_id().voted_for())?;
         payload(&self.core.raft.install_snapshot(rpc).await)
     }
 
     async fn forward(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let caller = crate::auth::caller(&req)?;
+        let caller = caller(&req)?;
         let fwd: ForwardRequest = parse(req)?;
         payload(
             &self

@@ -145,7 +145,12 @@ async fn follow(
         } else {
             applied.max(last_seen.unwrap_or(0))
         };
-        if events.iter().any(|e| e.kind == RecordKind::SharingRule) {
+        // The catalogue or a department's roles changed: what this department may
+        // see may have changed with them.
+        if events
+            .iter()
+            .any(|e| matches!(e.kind, RecordKind::SharingRule | RecordKind::Department))
+        {
             match core.scope() {
                 Ok(s) => scope = s,
                 Err(e) => {
