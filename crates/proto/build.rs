@@ -13,6 +13,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "concord/cluster/v1/cluster.proto",
         "concord/item/v1/item.proto",
         "concord/sharing/v1/sharing.proto",
+        "concord/entity/v1/entity.proto",
+        "concord/credit/v1/credit.proto",
         "concord/watch/v1/watch.proto",
         "concord/raft/v1/raft.proto",
     ];

@@ -4,6 +4,7 @@
 //! replica reaches the same verdict. Tests are generated from this table.
 
 use crate::command::{Command, CommandKind, Envelope, Principal};
+use crate::credit::CreditRecord;
 use crate::department::{Department, Role};
 use crate::item::Item;
 use crate::query;
@@ -31,10 +32,13 @@ pub enum Authority {
     LicensingBureau,
     /// The department whose records a sharing rule shares.
     DataProvider,
+    LicensingRegistrar,
+    /// The department that made the credit record concerned.
+    Recorder,
 }
 
 impl Authority {
-    pub const ALL: [Authority; 10] = [
+    pub const ALL: [Authority; 12] = [
         Authority::System,
         Authority::Admin,
         Authority::Anyone,
@@ -45,6 +49,8 @@ impl Authority {
         Authority::CreditAuthority,
         Authority::LicensingBureau,
         Authority::DataProvider,
+        Authority::LicensingRegistrar,
+        Authority::Recorder,
     ];
 
     pub fn describe(self) -> &'static str {
@@ -59,6 +65,8 @@ impl Authority {
             Authority::CreditAuthority => "the credit authority (CREDIT_AUTHORITY)",
             Authority::LicensingBureau => "the licensing bureau (LICENSING_BUREAU)",
             Authority::DataProvider => "the providing department",
+            Authority::LicensingRegistrar => "the licensing registrar (LICENSING_REGISTRAR)",
+            Authority::Recorder => "the recording department",
         }
     }
 }
@@ -79,6 +87,13 @@ pub fn authorities(kind: CommandKind) -> &'static [Authority] {
         CommandKind::AbolishItem => &[LeadDepartment],
         CommandKind::PutSharingRule => &[DataProvider],
         CommandKind::DeleteSharingRule => &[DataProvider],
+        CommandKind::RegisterEntity => &[LicensingRegistrar, LicensingBureau],
+        CommandKind::SetDistricts => &[Admin],
+        CommandKind::RecordCredit => &[AnyMember],
+        CommandKind::CorrectCredit => &[Recorder],
+        CommandKind::PutTierPolicy => &[CreditAuthority],
+        CommandKind::PutOnList => &[CreditAuthority],
+        CommandKind::RemoveFromList => &[CreditAuthority],
     }
 }
 
@@ -92,6 +107,8 @@ pub struct Subject<'a> {
     pub cooperating: &'a [String],
     /// The providing department of the sharing rule acted on, if any.
     pub provider: Option<&'a str>,
+    /// The recording department of the credit record acted on, if any.
+    pub recorder: Option<&'a str>,
 }
 
 impl Subject<'_> {
@@ -116,6 +133,10 @@ impl Subject<'_> {
             Authority::LicensingBureau => role(Role::LicensingBureau),
             Authority::DataProvider => {
                 dept.is_some_and(|d| self.provider.is_some_and(|p| p == d.code()))
+            }
+            Authority::LicensingRegistrar => role(Role::LicensingRegistrar),
+            Authority::Recorder => {
+                dept.is_some_and(|d| self.recorder.is_some_and(|r| r == d.code()))
             }
         }
     }
@@ -153,7 +174,24 @@ pub fn authorize(view: &dyn StateRead, env: &Envelope) -> Result<(), Failure> {
         | Command::RegisterDepartment { .. }
         | Command::Tick { .. }
         | Command::PutSharingRule { .. }
-        | Command::DeleteSharingRule { .. } => (None, vec![]),
+        | Command::DeleteSharingRule { .. }
+        | Command::RegisterEntity { .. }
+        | Command::SetDistricts { .. }
+        | Command::RecordCredit { .. }
+        | Command::CorrectCredit { .. }
+        | Command::PutTierPolicy { .. }
+        | Command::PutOnList { .. }
+        | Command::RemoveFromList { .. } => (None, vec![]),
+    };
+    let recorder: Option<String> = match &env.command {
+        Command::CorrectCredit { id, .. } => {
+            let uscc: String = get_typed(view, &keys::credit_by_id(id))?
+                .ok_or_else(|| DomainError::not_found("credit record", id))?;
+            let record: CreditRecord = get_typed(view, &keys::credit(&uscc, id))?
+                .ok_or_else(|| DomainError::not_found("credit record", id))?;
+            Some(record.department)
+        }
+        _ => None,
     };
     let provider = match &env.command {
         Command::PutSharingRule { rule, .. } => Some(rule.provider.as_str()),
@@ -166,6 +204,7 @@ pub fn authorize(view: &dyn StateRead, env: &Envelope) -> Result<(), Failure> {
         lead: lead.as_deref(),
         cooperating: &cooperating,
         provider,
+        recorder: recorder.as_deref(),
     };
     if allowed.iter().any(|a| subject.holds(*a)) {
         return Ok(());
@@ -179,6 +218,10 @@ pub fn authorize(view: &dyn StateRead, env: &Envelope) -> Result<(), Failure> {
         .iter()
         .map(|a| match (a, lead.as_deref()) {
             (Authority::LeadDepartment, Some(l)) => format!("the lead department ({l})"),
+            (Authority::Recorder, _) => format!(
+                "the recording department ({})",
+                recorder.as_deref().unwrap_or_default()
+            ),
             (Authority::DataProvider, _) => {
                 format!(
                     "the providing department ({})",

@@ -1,6 +1,8 @@
 use serde::{Deserialize, Serialize};
 
+use crate::credit::{CreditRecord, CreditRecordSpec, TierPolicy, TierPolicySpec, TierState};
 use crate::department::{Department, DepartmentSpec};
+use crate::entity::{Entity, EntitySpec, Listing, ListingSpec};
 use crate::item::{ChangeCause, Item, ItemContent};
 use crate::sharing::{RecordClass, SharingRule, SharingRuleSpec};
 use crate::DomainError;
@@ -102,6 +104,38 @@ pub enum Command {
         id: String,
         expected_revision: Option<u64>,
     },
+    /// Registers an entity in the directory or updates it.
+    RegisterEntity {
+        entity: EntitySpec,
+        expected_revision: Option<u64>,
+    },
+    /// Replaces the list of districts entities may be registered in.
+    SetDistricts {
+        districts: Vec<String>,
+    },
+    RecordCredit {
+        record: CreditRecordSpec,
+    },
+    /// A correction by the recording department; the previous version stays in history.
+    CorrectCredit {
+        id: String,
+        record: CreditRecordSpec,
+        reason: String,
+        expected_revision: Option<u64>,
+    },
+    /// Installs a new version of the tier policy and re-tiers every entity.
+    PutTierPolicy {
+        policy: TierPolicySpec,
+        expected_version: Option<u32>,
+    },
+    PutOnList {
+        listing: ListingSpec,
+    },
+    RemoveFromList {
+        id: String,
+        reason: String,
+        expected_revision: Option<u64>,
+    },
 }
 
 /// Every kind of command, for the authority matrix and the audit trail.
@@ -120,10 +154,17 @@ pub enum CommandKind {
     AbolishItem,
     PutSharingRule,
     DeleteSharingRule,
+    RegisterEntity,
+    SetDistricts,
+    RecordCredit,
+    CorrectCredit,
+    PutTierPolicy,
+    PutOnList,
+    RemoveFromList,
 }
 
 impl CommandKind {
-    pub const ALL: [CommandKind; 12] = [
+    pub const ALL: [CommandKind; 19] = [
         CommandKind::Bootstrap,
         CommandKind::RegisterDepartment,
         CommandKind::Tick,
@@ -136,6 +177,13 @@ impl CommandKind {
         CommandKind::AbolishItem,
         CommandKind::PutSharingRule,
         CommandKind::DeleteSharingRule,
+        CommandKind::RegisterEntity,
+        CommandKind::SetDistricts,
+        CommandKind::RecordCredit,
+        CommandKind::CorrectCredit,
+        CommandKind::PutTierPolicy,
+        CommandKind::PutOnList,
+        CommandKind::RemoveFromList,
     ];
 
     /// Stable name for logs, metrics and the audit trail.
@@ -153,6 +201,13 @@ impl CommandKind {
             CommandKind::AbolishItem => "abolish_item",
             CommandKind::PutSharingRule => "put_sharing_rule",
             CommandKind::DeleteSharingRule => "delete_sharing_rule",
+            CommandKind::RegisterEntity => "register_entity",
+            CommandKind::SetDistricts => "set_districts",
+            CommandKind::RecordCredit => "record_credit",
+            CommandKind::CorrectCredit => "correct_credit",
+            CommandKind::PutTierPolicy => "put_tier_policy",
+            CommandKind::PutOnList => "put_on_list",
+            CommandKind::RemoveFromList => "remove_from_list",
         }
     }
 }
@@ -172,6 +227,13 @@ impl Command {
             Command::AbolishItem { .. } => CommandKind::AbolishItem,
             Command::PutSharingRule { .. } => CommandKind::PutSharingRule,
             Command::DeleteSharingRule { .. } => CommandKind::DeleteSharingRule,
+            Command::RegisterEntity { .. } => CommandKind::RegisterEntity,
+            Command::SetDistricts { .. } => CommandKind::SetDistricts,
+            Command::RecordCredit { .. } => CommandKind::RecordCredit,
+            Command::CorrectCredit { .. } => CommandKind::CorrectCredit,
+            Command::PutTierPolicy { .. } => CommandKind::PutTierPolicy,
+            Command::PutOnList { .. } => CommandKind::PutOnList,
+            Command::RemoveFromList { .. } => CommandKind::RemoveFromList,
         }
     }
 
@@ -188,6 +250,11 @@ impl Command {
             | Command::AbolishItem { id, .. } => Some(id),
             Command::PutSharingRule { rule, .. } => Some(&rule.id),
             Command::DeleteSharingRule { id, .. } => Some(id),
+            Command::RegisterEntity { entity, .. } => Some(&entity.uscc),
+            Command::SetDistricts { .. } | Command::PutTierPolicy { .. } => None,
+            Command::RecordCredit { record } => Some(&record.uscc),
+            Command::CorrectCredit { id, .. } | Command::RemoveFromList { id, .. } => Some(id),
+            Command::PutOnList { listing } => Some(&listing.uscc),
         }
     }
 
@@ -201,6 +268,11 @@ impl Command {
             Command::ReviseItem { change_note, .. } => change_note.clone(),
             Command::AbolishItem { reason, .. } => reason.clone(),
             Command::PutSharingRule { rule, .. } => rule.legal_basis.clone(),
+            Command::RecordCredit { record } => record.legal_basis.clone(),
+            Command::CorrectCredit { reason, .. } | Command::RemoveFromList { reason, .. } => {
+                reason.clone()
+            }
+            Command::PutOnList { listing } => listing.legal_basis.clone(),
             _ => String::new(),
         }
     }
@@ -217,8 +289,24 @@ pub enum Outcome {
     Item(Item),
     SharingRule(SharingRule),
     SharingRuleDeleted,
+    Entity(Entity),
+    Districts(Vec<String>),
+    /// A credit record and the entity's tier after it.
+    Credit {
+        record: CreditRecord,
+        tier: TierState,
+    },
+    TierPolicy {
+        policy: TierPolicy,
+        /// Entities re-tiered by this command (the rest follow in ticks).
+        retiered: u32,
+    },
+    Listing(Listing),
     Ticked {
         purged_request_ids: u32,
+        /// Entities whose tier was re-evaluated (records taking effect or expiring,
+        /// or re-tiering under a new policy).
+        retiered: u32,
     },
     /// Raft-internal entries (blank, membership) that carry no command.
     Nothing,

@@ -1,6 +1,8 @@
 use serde::{Deserialize, Serialize};
 
+use crate::credit::{CreditRecord, TierPolicy, TierState};
 use crate::department::Department;
+use crate::entity::{Entity, Listing};
 use crate::item::Item;
 use crate::sharing::SharingRule;
 
@@ -10,6 +12,11 @@ pub enum RecordKind {
     Department,
     Item,
     SharingRule,
+    Entity,
+    CreditRecord,
+    Tier,
+    TierPolicy,
+    Listing,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,6 +25,12 @@ pub enum EventRecord {
     Department(Department),
     Item(Item),
     SharingRule(SharingRule),
+    Entity(Entity),
+    Districts(Vec<String>),
+    CreditRecord(CreditRecord),
+    Tier(TierState),
+    TierPolicy(TierPolicy),
+    Listing(Listing),
 }
 
 /// One change on the feed. A revision emits zero or more events, in order.

@@ -5,7 +5,8 @@
 //! - [`error`]: [`DomainError`], the one error enum every rule returns, and
 //!   [`StorageFault`] for a state view that cannot be read.
 //! - [`validate`]: field checks shared by the API edge and apply (field paths in errors).
-//! - [`department`], [`item`]: the records and their rules.
+//! - [`department`], [`item`], [`entity`], [`credit`]: the records and their rules;
+//!   [`uscc`] checks unified social credit codes.
 //! - [`command`]: the [`Envelope`] (actor, request id, time, command) and [`Response`].
 //! - [`state`]: the [`StateRead`] view the store provides, keys, and an in-memory view.
 //! - [`authority`]: the authority matrix — who may issue each command — checked at apply.
@@ -23,13 +24,16 @@ pub mod apply;
 pub mod audit;
 pub mod authority;
 pub mod command;
+pub mod credit;
 pub mod department;
+pub mod entity;
 pub mod error;
 pub mod event;
 pub mod item;
 pub mod query;
 pub mod sharing;
 pub mod state;
+pub mod uscc;
 pub mod validate;
 
 pub use apply::{apply, tick_due, Transition};

@@ -1,6 +1,8 @@
 //! Read-side functions over a [`StateRead`]: the same code answers on every node.
 
+use crate::credit::{CreditRecord, TierChange, TierPolicy, TierState};
 use crate::department::Department;
+use crate::entity::{Entity, Listing};
 use crate::item::{Item, ItemStatus, Level};
 use crate::sharing::Scope;
 use crate::state::{decode, get_typed, keys, StateRead};
@@ -205,4 +207,137 @@ pub fn items(
             });
         }
     }
+}
+
+/// Every value under `prefix`, in key order.
+fn scan_all<T: serde::de::DeserializeOwned>(
+    view: &dyn StateRead,
+    prefix: &str,
+) -> Result<Vec<T>, Failure> {
+    let mut out = vec![];
+    let mut after: Option<String> = None;
+    loop {
+        let batch = view.scan(prefix, after.as_deref(), SCAN_BATCH)?;
+        for (k, v) in &batch {
+            out.push(decode::<T>(k, v)?);
+        }
+        match batch.last() {
+            Some((k, _)) if batch.len() == SCAN_BATCH => after = Some(k.clone()),
+            _ => return Ok(out),
+        }
+    }
+}
+
+pub fn districts(view: &dyn StateRead) -> Result<Vec<String>, Failure> {
+    Ok(get_typed(view, keys::DISTRICTS)?.unwrap_or_default())
+}
+
+pub fn entity(view: &dyn StateRead, uscc: &str) -> Result<Entity, Failure> {
+    get_typed::<Entity>(view, &keys::entity(uscc))?
+        .ok_or_else(|| DomainError::not_found("entity", uscc).into())
+}
+
+/// Filters of ListEntities; `None` matches anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntityFilter {
+    pub district: Option<String>,
+    pub industry: Option<String>,
+    pub tier: Option<String>,
+}
+
+/// Entities matching `filter`, with their tiers, in code order.
+pub fn entities(
+    view: &dyn StateRead,
+    filter: &EntityFilter,
+    page_size: usize,
+    page_token: &str,
+) -> Result<Page<(Entity, Option<TierState>)>, Failure> {
+    let mut after = decode_page_token(page_token, keys::ENTITY)?;
+    let mut out = vec![];
+    loop {
+        let batch = view.scan(keys::ENTITY, after.as_deref(), SCAN_BATCH)?;
+        let exhausted = batch.len() < SCAN_BATCH;
+        for (k, v) in &batch {
+            after = Some(k.clone());
+            let e: Entity = decode(k, v)?;
+            let tier: Option<TierState> = get_typed(view, &keys::tier(&e.spec.uscc))?;
+            let matches = filter
+                .district
+                .as_ref()
+                .is_none_or(|d| *d == e.spec.district)
+                && filter
+                    .industry
+                    .as_ref()
+                    .is_none_or(|i| *i == e.spec.industry)
+                && filter
+                    .tier
+                    .as_ref()
+                    .is_none_or(|t| tier.as_ref().is_some_and(|s| s.tier == *t));
+            if matches {
+                out.push((e, tier));
+                if out.len() == page_size {
+                    let more = !view.scan(keys::ENTITY, Some(k), 1)?.is_empty();
+                    let next_page_token = if more { hex::encode(k) } else { String::new() };
+                    return Ok(Page {
+                        items: out,
+                        next_page_token,
+                    });
+                }
+            }
+        }
+        if exhausted {
+            return Ok(Page {
+                items: out,
+                next_page_token: String::new(),
+            });
+        }
+    }
+}
+
+/// The credit records of an entity (current versions), oldest first.
+pub fn credit_records(view: &dyn StateRead, uscc: &str) -> Result<Vec<CreditRecord>, Failure> {
+    let mut records: Vec<CreditRecord> = scan_all(view, &keys::credits(uscc))?;
+    records.sort_by_key(|r| r.created_revision);
+    Ok(records)
+}
+
+pub fn credit_record(view: &dyn StateRead, id: &str) -> Result<CreditRecord, Failure> {
+    let not_found = || Failure::from(DomainError::not_found("credit record", id));
+    let uscc: String = get_typed(view, &keys::credit_by_id(id))?.ok_or_else(not_found)?;
+    get_typed(view, &keys::credit(&uscc, id))?.ok_or_else(not_found)
+}
+
+/// Every version of a credit record, oldest first.
+pub fn credit_history(view: &dyn StateRead, id: &str) -> Result<Vec<CreditRecord>, Failure> {
+    let out: Vec<CreditRecord> = scan_all(view, &keys::credit_versions(id))?;
+    if out.is_empty() {
+        return Err(DomainError::not_found("credit record", id).into());
+    }
+    Ok(out)
+}
+
+/// An entity's tier and the history of its changes, oldest first.
+pub fn tier(view: &dyn StateRead, uscc: &str) -> Result<(TierState, Vec<TierChange>), Failure> {
+    let state: TierState = get_typed(view, &keys::tier(uscc))?
+        .ok_or_else(|| Failure::from(DomainError::not_found("entity", uscc)))?;
+    let history = scan_all(view, &keys::tier_histories(uscc))?;
+    Ok((state, history))
+}
+
+/// Version `version` of the tier policy (0: the one in force).
+pub fn tier_policy(view: &dyn StateRead, version: u32) -> Result<TierPolicy, Failure> {
+    let key = if version == 0 {
+        keys::POLICY.to_string()
+    } else {
+        keys::policy_version(version)
+    };
+    get_typed(view, &key)?
+        .ok_or_else(|| DomainError::not_found("tier policy version", version.to_string()).into())
+}
+
+/// The joint-list entries of an entity, oldest first.
+pub fn listings(view: &dyn StateRead, uscc: &str) -> Result<Vec<Listing>, Failure> {
+    let mut out: Vec<Listing> = scan_all(view, &keys::listings(uscc))?;
+    out.sort_by_key(|l| l.created_revision);
+    Ok(out)
 }

@@ -225,7 +225,16 @@ impl Scope {
 
     pub fn can_see_event(&self, e: &Event) -> bool {
         match &e.record {
-            EventRecord::Department(_) | EventRecord::SharingRule(_) => true,
+            // The directory, credit records, tiers and lists are shared with every
+            // member (tiers never leave the members: there is no public API).
+            EventRecord::Department(_)
+            | EventRecord::SharingRule(_)
+            | EventRecord::Entity(_)
+            | EventRecord::Districts(_)
+            | EventRecord::CreditRecord(_)
+            | EventRecord::Tier(_)
+            | EventRecord::TierPolicy(_)
+            | EventRecord::Listing(_) => true,
             // Judged by the version the event carries: a department dropped from
             // an item in a new draft does not see that draft.
             EventRecord::Item(item) => Self::is_public_version(item) || self.is_insider(item),

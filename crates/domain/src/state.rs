@@ -36,6 +36,64 @@ pub mod keys {
     pub const BOOTSTRAPPED: &str = "meta/bootstrapped";
     pub const AUDIT: &str = "audit/";
     pub const SHARING: &str = "share/";
+    pub const ENTITY: &str = "ent/";
+    pub const TIER: &str = "tier/";
+    pub const TIER_HISTORY: &str = "tierh/";
+    pub const CREDIT: &str = "cr/";
+    pub const CREDIT_BY_ID: &str = "crid/";
+    pub const CREDIT_VERSION: &str = "crv/";
+    /// `crdue/<time>/<uscc>/<record id>`: when a record takes effect or expires.
+    pub const CREDIT_DUE: &str = "crdue/";
+    pub const POLICY: &str = "meta/tier_policy";
+    pub const POLICY_VERSION: &str = "policyv/";
+    /// The entity after which re-tiering under a new policy continues.
+    pub const RETIER_AFTER: &str = "meta/retier_after";
+    pub const DISTRICTS: &str = "meta/districts";
+    pub const LISTING: &str = "list/";
+    pub const LISTING_BY_ID: &str = "listid/";
+
+    pub fn entity(uscc: &str) -> String {
+        format!("{ENTITY}{uscc}")
+    }
+    pub fn tier(uscc: &str) -> String {
+        format!("{TIER}{uscc}")
+    }
+    pub fn tier_history(uscc: &str, revision: u64) -> String {
+        format!("{TIER_HISTORY}{uscc}/{revision:020}")
+    }
+    pub fn tier_histories(uscc: &str) -> String {
+        format!("{TIER_HISTORY}{uscc}/")
+    }
+    pub fn credit(uscc: &str, id: &str) -> String {
+        format!("{CREDIT}{uscc}/{id}")
+    }
+    pub fn credits(uscc: &str) -> String {
+        format!("{CREDIT}{uscc}/")
+    }
+    pub fn credit_by_id(id: &str) -> String {
+        format!("{CREDIT_BY_ID}{id}")
+    }
+    pub fn credit_version(id: &str, version: u32) -> String {
+        format!("{CREDIT_VERSION}{id}/{version:010}")
+    }
+    pub fn credit_versions(id: &str) -> String {
+        format!("{CREDIT_VERSION}{id}/")
+    }
+    pub fn credit_due(at_ms: i64, uscc: &str, id: &str) -> String {
+        format!("{CREDIT_DUE}{:020}/{uscc}/{id}", at_ms.max(0))
+    }
+    pub fn policy_version(version: u32) -> String {
+        format!("{POLICY_VERSION}{version:010}")
+    }
+    pub fn listing(uscc: &str, id: &str) -> String {
+        format!("{LISTING}{uscc}/{id}")
+    }
+    pub fn listings(uscc: &str) -> String {
+        format!("{LISTING}{uscc}/")
+    }
+    pub fn listing_by_id(id: &str) -> String {
+        format!("{LISTING_BY_ID}{id}")
+    }
     pub const AUDIT_HEAD: &str = "meta/audit_head";
 
     pub fn audit(revision: u64) -> String {

@@ -4,119 +4,17 @@
 
 use concord_domain::audit;
 use concord_domain::authority::{authorities, Authority};
+use concord_domain::credit::{CreditKind, Severity, TierPolicySpec};
 use concord_domain::department::{default_departments, DepartmentKind, DepartmentSpec};
-use concord_domain::item::{ChangeCause, DepartmentDuty, ItemContent, ItemStatus, Level, Method};
+use concord_domain::entity::{ListKind, ListingSpec};
+use concord_domain::item::{ChangeCause, DepartmentDuty, ItemContent, ItemStatus, Method};
 use concord_domain::sharing::{Confidentiality, Frequency, RecordClass, Scope, SharingRuleSpec};
 use concord_domain::{
-    apply, query, Command, CommandKind, DomainError, Envelope, MemState, Outcome, Principal,
-    Response, StateRead,
+    query, Command, CommandKind, DomainError, MemState, Outcome, Principal, StateRead,
 };
 
-struct World {
-    state: MemState,
-    revision: u64,
-    now: i64,
-}
-
-impl World {
-    fn new() -> World {
-        let mut w = World {
-            state: MemState::default(),
-            revision: 0,
-            now: 1_700_000_000_000,
-        };
-        let r = w.run(
-            "SAMR",
-            "seed",
-            Command::Bootstrap {
-                departments: default_departments(),
-            },
-        );
-        assert!(r.result.is_ok(), "{r:?}");
-        w
-    }
-
-    /// Runs `command` in the capacity its kind needs (housekeeping as the system,
-    /// registry changes as an admin, the rest as the actor department).
-    fn run(&mut self, actor: &str, request_id: &str, command: Command) -> Response {
-        let principal = match command {
-            Command::Tick { .. } => Principal::System,
-            Command::RegisterDepartment { .. } => Principal::Admin,
-            _ => Principal::Member,
-        };
-        self.run_as(principal, actor, request_id, command)
-    }
-
-    fn run_as(
-        &mut self,
-        principal: Principal,
-        actor: &str,
-        request_id: &str,
-        command: Command,
-    ) -> Response {
-        self.revision += 1;
-        self.now += 1000;
-        let env = Envelope {
-            actor: actor.into(),
-            principal,
-            request_id: request_id.into(),
-            timestamp_ms: self.now,
-            command,
-        };
-        let t = apply(&self.state, &env, self.revision).expect("no storage fault");
-        self.state.apply_writes(&t.writes);
-        t.response
-    }
-
-    fn ok_item(&mut self, actor: &str, command: Command) -> concord_domain::item::Item {
-        let rid = format!("r{}", self.revision + 1);
-        match self.run(actor, &rid, command).result {
-            Ok(Outcome::Item(i)) => i,
-            other => panic!("expected an item, got {other:?}"),
-        }
-    }
-
-    fn err(&mut self, actor: &str, command: Command) -> DomainError {
-        let before = self.state.clone();
-        let rid = format!("r{}", self.revision + 1);
-        let r = self.run(actor, &rid, command);
-        let err = r.result.expect_err("expected a refusal");
-        // A refused request changes nothing but the memory of its request id and
-        // the audit trail that records the attempt.
-        let untouched = |k: &String| {
-            !k.starts_with("dedup") && !k.starts_with("audit/") && k != "meta/audit_head"
-        };
-        let mut after = self.state.clone();
-        after.map.retain(|k, _| untouched(k));
-        let mut before = before;
-        before.map.retain(|k, _| untouched(k));
-        assert_eq!(before, after, "refused command changed state");
-        err
-    }
-}
-
-fn content() -> ItemContent {
-    ItemContent {
-        name: "成品油流通".into(),
-        field: "refined_oil".into(),
-        lead: DepartmentDuty {
-            department: "SAMR".into(),
-            duty: "质量监管".into(),
-            legal_basis: "《产品质量法》".into(),
-        },
-        cooperating: vec![DepartmentDuty {
-            department: "TRANS".into(),
-            duty: "运输监管".into(),
-            legal_basis: "《道路运输条例》".into(),
-        }],
-        targets: "加油站、油库".into(),
-        level: Level::City,
-        methods: vec![Method::DoubleRandom],
-        mechanisms: vec![],
-        public: true,
-        non_public_reason: String::new(),
-    }
-}
+mod common;
+use common::*;
 
 fn is_precondition(e: &DomainError) -> bool {
     matches!(e, DomainError::FailedPrecondition { .. })
@@ -249,81 +147,6 @@ fn full_life_cycle_with_revision_and_supersession() {
         (gone.status, gone.published_version),
         (ItemStatus::Abolished, 0)
     );
-}
-
-/// Drives a fresh item to `status` by legal steps.
-fn item_in(w: &mut World, status: ItemStatus) -> String {
-    item_with(w, content(), status)
-}
-
-/// Drives a fresh item with `content` to `status` by legal steps.
-fn item_with(w: &mut World, content: ItemContent, status: ItemStatus) -> String {
-    let id = w.ok_item("SAMR", Command::CreateItem { content }).id;
-    let steps: Vec<(&str, Command)> = vec![
-        (
-            "SAMR",
-            Command::SubmitForReview {
-                id: id.clone(),
-                expected_revision: None,
-            },
-        ),
-        (
-            "JUST",
-            Command::ReviewItem {
-                id: id.clone(),
-                approve: true,
-                opinion: String::new(),
-                expected_revision: None,
-            },
-        ),
-        (
-            "SAMR",
-            Command::PublishItem {
-                id: id.clone(),
-                expected_revision: None,
-            },
-        ),
-    ];
-    let n = match status {
-        ItemStatus::Draft => 0,
-        ItemStatus::InReview => 1,
-        ItemStatus::Approved => 2,
-        ItemStatus::Published | ItemStatus::Abolished => 3,
-        ItemStatus::Rejected => {
-            w.ok_item(
-                "SAMR",
-                Command::SubmitForReview {
-                    id: id.clone(),
-                    expected_revision: None,
-                },
-            );
-            w.ok_item(
-                "JUST",
-                Command::ReviewItem {
-                    id: id.clone(),
-                    approve: false,
-                    opinion: "不合法".into(),
-                    expected_revision: None,
-                },
-            );
-            return id;
-        }
-        ItemStatus::Superseded => unreachable!("a head is never superseded"),
-    };
-    for (actor, cmd) in steps.into_iter().take(n) {
-        w.ok_item(actor, cmd);
-    }
-    if status == ItemStatus::Abolished {
-        w.ok_item(
-            "SAMR",
-            Command::AbolishItem {
-                id: id.clone(),
-                reason: "废止".into(),
-                expected_revision: None,
-            },
-        );
-    }
-    id
 }
 
 #[test]
@@ -707,7 +530,7 @@ fn tick_forgets_request_ids_only_after_retention() {
             dedup_retention_ms: 60_000,
         },
     );
-    assert!(matches!(r.result, Ok(Outcome::Ticked { purged_request_ids: n }) if n >= 1));
+    assert!(matches!(r.result, Ok(Outcome::Ticked { purged_request_ids: n, .. }) if n >= 1));
     assert!(w.state.get("dedup/SAMR/keep-me").unwrap().is_none());
 }
 
@@ -740,7 +563,14 @@ const PROFILES: &[Profile] = {
             name: "lead department and data provider",
             principal: Principal::Member,
             actor: "SAMR",
-            holds: &[Anyone, AnyMember, LeadDepartment, DataProvider],
+            holds: &[
+                Anyone,
+                AnyMember,
+                LeadDepartment,
+                DataProvider,
+                LicensingRegistrar,
+                Recorder,
+            ],
         },
         Profile {
             name: "cooperating department",
@@ -791,6 +621,16 @@ fn rule(readers: &[&str]) -> SharingRuleSpec {
         frequency: Frequency::OnChange,
         confidentiality: Confidentiality::Internal,
         legal_basis: "《市场监管数据共享办法》".into(),
+    }
+}
+
+fn listing(uscc: &str) -> ListingSpec {
+    ListingSpec {
+        list: ListKind::Punishment,
+        uscc: uscc.into(),
+        reason: "严重违法失信".into(),
+        legal_basis: "《失信联合惩戒备忘录》".into(),
+        until_ms: None,
     }
 }
 
@@ -867,6 +707,73 @@ fn fixture(kind: CommandKind) -> (World, Command) {
             rule: rule(&["ECO"]),
             expected_revision: None,
         },
+        CommandKind::RegisterEntity => Command::RegisterEntity {
+            entity: entity_spec(0),
+            expected_revision: None,
+        },
+        CommandKind::SetDistricts => Command::SetDistricts {
+            districts: vec!["城区".into(), "矿区".into()],
+        },
+        CommandKind::RecordCredit => {
+            let uscc = register(&mut w, 0);
+            Command::RecordCredit {
+                record: credit(&w, &uscc, CreditKind::Violation, Severity::General, None),
+            }
+        }
+        CommandKind::CorrectCredit => {
+            let uscc = register(&mut w, 0);
+            let record = credit(&w, &uscc, CreditKind::Violation, Severity::General, None);
+            let r = w.run(
+                "SAMR",
+                "cr-1",
+                Command::RecordCredit {
+                    record: record.clone(),
+                },
+            );
+            let id = match r.result {
+                Ok(Outcome::Credit { record, .. }) => record.id,
+                other => panic!("{other:?}"),
+            };
+            Command::CorrectCredit {
+                id,
+                record: credit(&w, &uscc, CreditKind::Violation, Severity::Minor, None),
+                reason: "情节较轻".into(),
+                expected_revision: None,
+            }
+        }
+        CommandKind::PutTierPolicy => {
+            let mut policy = TierPolicySpec::default_policy();
+            policy.base_score = 75;
+            Command::PutTierPolicy {
+                policy,
+                expected_version: None,
+            }
+        }
+        CommandKind::PutOnList => {
+            let uscc = register(&mut w, 0);
+            Command::PutOnList {
+                listing: listing(&uscc),
+            }
+        }
+        CommandKind::RemoveFromList => {
+            let uscc = register(&mut w, 0);
+            let r = w.run(
+                "NDRC",
+                "list-1",
+                Command::PutOnList {
+                    listing: listing(&uscc),
+                },
+            );
+            let id = match r.result {
+                Ok(Outcome::Listing(l)) => l.id,
+                other => panic!("{other:?}"),
+            };
+            Command::RemoveFromList {
+                id,
+                reason: "信用修复".into(),
+                expected_revision: None,
+            }
+        }
         CommandKind::DeleteSharingRule => {
             let r = w.run(
                 "SAMR",

@@ -102,6 +102,27 @@ fn finish(
     Ok((outcome, header(core, response.revision, response.replayed)))
 }
 
+/// Proposes `command` in the span of `method` and turns the outcome into the
+/// response with `respond` (which hands back an outcome it does not expect).
+pub async fn write_with<T>(
+    core: &NodeCore,
+    method: &'static str,
+    request_id: &str,
+    timeout: Duration,
+    command: Command,
+    respond: impl FnOnce(Outcome, Option<ResponseHeader>) -> Result<T, Outcome>,
+) -> Result<tonic::Response<T>, Status> {
+    use tracing::Instrument;
+    async {
+        let (outcome, header) = propose(core, request_id, command, timeout).await?;
+        respond(outcome, header)
+            .map(tonic::Response::new)
+            .map_err(unexpected)
+    }
+    .instrument(span(core, method, request_id))
+    .await
+}
+
 /// A handler got an outcome of another command. Names only its kind: the record it
 /// carries may be one the caller must not see.
 pub fn unexpected(outcome: Outcome) -> Status {

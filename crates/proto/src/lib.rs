@@ -17,6 +17,16 @@ pub mod item {
         tonic::include_proto!("concord.item.v1");
     }
 }
+pub mod entity {
+    pub mod v1 {
+        tonic::include_proto!("concord.entity.v1");
+    }
+}
+pub mod credit {
+    pub mod v1 {
+        tonic::include_proto!("concord.credit.v1");
+    }
+}
 pub mod sharing {
     pub mod v1 {
         tonic::include_proto!("concord.sharing.v1");

@@ -274,6 +274,31 @@ impl ClusterService for ClusterSvc {
         .await
     }
 
+    async fn set_districts(
+        &self,
+        req: Request<SetDistrictsRequest>,
+    ) -> Result<Response<SetDistrictsResponse>, Status> {
+        let caller = require_admin(&req, "SetDistricts")?;
+        let admin_department = caller
+            .identity
+            .map_or_else(|| self.core.department.clone(), |i| i.department);
+        let r = req.into_inner();
+        let span = rpc::span(&self.core, "ClusterService/SetDistricts", &r.request_id);
+        async {
+            let command = Command::SetDistricts {
+                districts: r.districts,
+            };
+            match propose_admin(&self.core, admin_department, &r.request_id, command).await? {
+                (Outcome::Districts(districts), header) => {
+                    Ok(Response::new(SetDistrictsResponse { header, districts }))
+                }
+                (other, _) => Err(rpc::unexpected(other)),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
     async fn audit_head(
         &self,
         req: Request<AuditHeadRequest>,

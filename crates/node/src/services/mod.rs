@@ -1,6 +1,8 @@
 //! gRPC handlers. Each one: validate → propose or read → map the error. Nothing else.
 
 pub mod cluster;
+pub mod credit;
+pub mod entity;
 pub mod item;
 pub mod raft;
 pub mod sharing;

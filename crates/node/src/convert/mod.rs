@@ -16,6 +16,9 @@ use concord_proto::item::v1 as pi;
 use concord_proto::sharing::v1 as ps;
 use concord_proto::watch::v1 as pw;
 
+mod credit;
+pub use credit::*;
+
 fn unknown(field: &str, n: i32) -> DomainError {
     DomainError::invalid(field, format!("{n} is not a known value"))
 }
@@ -324,6 +327,11 @@ pub fn record_kind(field: &str, n: i32) -> Result<RecordKind, DomainError> {
         pw::RecordKind::Department => Ok(RecordKind::Department),
         pw::RecordKind::Item => Ok(RecordKind::Item),
         pw::RecordKind::SharingRule => Ok(RecordKind::SharingRule),
+        pw::RecordKind::Entity => Ok(RecordKind::Entity),
+        pw::RecordKind::CreditRecord => Ok(RecordKind::CreditRecord),
+        pw::RecordKind::Tier => Ok(RecordKind::Tier),
+        pw::RecordKind::TierPolicy => Ok(RecordKind::TierPolicy),
+        pw::RecordKind::Listing => Ok(RecordKind::Listing),
     }
 }
 
@@ -334,6 +342,11 @@ pub fn event_to_wire(e: &Event) -> pw::Event {
             RecordKind::Department => pw::RecordKind::Department,
             RecordKind::Item => pw::RecordKind::Item,
             RecordKind::SharingRule => pw::RecordKind::SharingRule,
+            RecordKind::Entity => pw::RecordKind::Entity,
+            RecordKind::CreditRecord => pw::RecordKind::CreditRecord,
+            RecordKind::Tier => pw::RecordKind::Tier,
+            RecordKind::TierPolicy => pw::RecordKind::TierPolicy,
+            RecordKind::Listing => pw::RecordKind::Listing,
         } as i32,
         key: e.key.clone(),
         action: e.action.clone(),
@@ -343,6 +356,16 @@ pub fn event_to_wire(e: &Event) -> pw::Event {
             EventRecord::Department(d) => pw::event::Record::Department(department_to_wire(d)),
             EventRecord::Item(i) => pw::event::Record::Item(item_to_wire(i)),
             EventRecord::SharingRule(r) => pw::event::Record::SharingRule(sharing_rule_to_wire(r)),
+            EventRecord::Entity(en) => pw::event::Record::Entity(entity_to_wire(en, None)),
+            EventRecord::Districts(d) => {
+                pw::event::Record::Districts(concord_proto::entity::v1::Districts {
+                    districts: d.clone(),
+                })
+            }
+            EventRecord::CreditRecord(r) => pw::event::Record::CreditRecord(credit_to_wire(r)),
+            EventRecord::Tier(t) => pw::event::Record::Tier(tier_to_wire(t)),
+            EventRecord::TierPolicy(p) => pw::event::Record::TierPolicy(policy_to_wire(p)),
+            EventRecord::Listing(l) => pw::event::Record::Listing(listing_to_wire(l)),
         }),
     }
 }

@@ -22,6 +22,9 @@ use crate::{DomainError, Failure, StorageFault};
 /// stays a small log entry to apply.
 pub const MAX_PURGE_PER_TICK: usize = 10_000;
 
+mod credit;
+pub use credit::tier_work_due;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {
     /// In key order, so every replica writes the same bytes in the same order.
@@ -155,10 +158,11 @@ pub fn tick_due(
     dedup_retention_ms: i64,
 ) -> Result<bool, StorageFault> {
     let oldest = view.scan(keys::DEDUP_BY_TIME, None, 1)?;
-    Ok(match oldest.first() {
+    let dedup = match oldest.first() {
         Some((key, _)) => dedup_time(key).is_some_and(|t| t < now_ms - dedup_retention_ms),
         None => false,
-    })
+    };
+    Ok(dedup || tier_work_due(view, now_ms)?)
 }
 
 fn dedup_time(key: &str) -> Option<i64> {
@@ -324,6 +328,28 @@ fn execute(tx: &mut Tx, command: &Command) -> Result<Outcome, Failure> {
             id,
             expected_revision,
         } => delete_sharing_rule(tx, *class, provider, id, *expected_revision),
+        Command::RegisterEntity {
+            entity,
+            expected_revision,
+        } => credit::register_entity(tx, entity, *expected_revision),
+        Command::SetDistricts { districts } => credit::set_districts(tx, districts),
+        Command::RecordCredit { record } => credit::record_credit(tx, record),
+        Command::CorrectCredit {
+            id,
+            record,
+            reason,
+            expected_revision,
+        } => credit::correct_credit(tx, id, record, reason, *expected_revision),
+        Command::PutTierPolicy {
+            policy,
+            expected_version,
+        } => credit::put_tier_policy(tx, policy, *expected_version),
+        Command::PutOnList { listing } => credit::put_on_list(tx, listing),
+        Command::RemoveFromList {
+            id,
+            reason,
+            expected_revision,
+        } => credit::remove_from_list(tx, id, reason, *expected_revision),
     }
 }
 
@@ -436,6 +462,7 @@ fn bootstrap(tx: &mut Tx, specs: &[DepartmentSpec]) -> Result<Outcome, Failure> 
         );
     }
     tx.put(keys::BOOTSTRAPPED.to_string(), &true);
+    credit::seed(tx);
     Ok(Outcome::Bootstrapped {
         departments: specs.len() as u32,
     })
@@ -494,8 +521,10 @@ fn tick(tx: &mut Tx, retention_ms: i64) -> Result<Outcome, Failure> {
         tx.writes.insert(key, None);
         purged += 1;
     }
+    let retiered = credit::retier_due(tx)? + credit::continue_retier(tx)?;
     Ok(Outcome::Ticked {
         purged_request_ids: purged,
+        retiered,
     })
 }
 

@@ -1,0 +1,246 @@
+//! The in-memory world the domain tests drive: a state, a revision counter and a
+//! clock that advances one second per command.
+#![allow(dead_code)]
+
+use concord_domain::credit::{CreditKind, CreditRecordSpec, Severity};
+use concord_domain::department::default_departments;
+use concord_domain::entity::{EntitySpec, LicenceStatus};
+use concord_domain::item::{DepartmentDuty, ItemContent, ItemStatus, Level, Method};
+use concord_domain::{
+    apply, Command, DomainError, Envelope, MemState, Outcome, Principal, Response,
+};
+
+pub struct World {
+    pub state: MemState,
+    pub revision: u64,
+    pub now: i64,
+}
+
+impl World {
+    pub fn new() -> World {
+        let mut w = World {
+            state: MemState::default(),
+            revision: 0,
+            now: 1_700_000_000_000,
+        };
+        let r = w.run(
+            "SAMR",
+            "seed",
+            Command::Bootstrap {
+                departments: default_departments(),
+            },
+        );
+        assert!(r.result.is_ok(), "{r:?}");
+        w
+    }
+
+    /// Runs `command` in the capacity its kind needs (housekeeping as the system,
+    /// registry changes as an admin, the rest as the actor department).
+    pub fn run(&mut self, actor: &str, request_id: &str, command: Command) -> Response {
+        let principal = match command {
+            Command::Tick { .. } => Principal::System,
+            Command::RegisterDepartment { .. } | Command::SetDistricts { .. } => Principal::Admin,
+            _ => Principal::Member,
+        };
+        self.run_as(principal, actor, request_id, command)
+    }
+
+    pub fn run_as(
+        &mut self,
+        principal: Principal,
+        actor: &str,
+        request_id: &str,
+        command: Command,
+    ) -> Response {
+        self.revision += 1;
+        self.now += 1000;
+        let env = Envelope {
+            actor: actor.into(),
+            principal,
+            request_id: request_id.into(),
+            timestamp_ms: self.now,
+            command,
+        };
+        let t = apply(&self.state, &env, self.revision).expect("no storage fault");
+        self.state.apply_writes(&t.writes);
+        t.response
+    }
+
+    pub fn ok_item(&mut self, actor: &str, command: Command) -> concord_domain::item::Item {
+        let rid = format!("r{}", self.revision + 1);
+        match self.run(actor, &rid, command).result {
+            Ok(Outcome::Item(i)) => i,
+            other => panic!("expected an item, got {other:?}"),
+        }
+    }
+
+    pub fn err(&mut self, actor: &str, command: Command) -> DomainError {
+        let before = self.state.clone();
+        let rid = format!("r{}", self.revision + 1);
+        let r = self.run(actor, &rid, command);
+        let err = r.result.expect_err("expected a refusal");
+        // A refused request changes nothing but the memory of its request id and
+        // the audit trail that records the attempt.
+        let untouched = |k: &String| {
+            !k.starts_with("dedup") && !k.starts_with("audit/") && k != "meta/audit_head"
+        };
+        let mut after = self.state.clone();
+        after.map.retain(|k, _| untouched(k));
+        let mut before = before;
+        before.map.retain(|k, _| untouched(k));
+        assert_eq!(before, after, "refused command changed state");
+        err
+    }
+}
+
+pub fn content() -> ItemContent {
+    ItemContent {
+        name: "成品油流通".into(),
+        field: "refined_oil".into(),
+        lead: DepartmentDuty {
+            department: "SAMR".into(),
+            duty: "质量监管".into(),
+            legal_basis: "《产品质量法》".into(),
+        },
+        cooperating: vec![DepartmentDuty {
+            department: "TRANS".into(),
+            duty: "运输监管".into(),
+            legal_basis: "《道路运输条例》".into(),
+        }],
+        targets: "加油站、油库".into(),
+        level: Level::City,
+        methods: vec![Method::DoubleRandom],
+        mechanisms: vec![],
+        public: true,
+        non_public_reason: String::new(),
+    }
+}
+
+/// Drives a fresh item to `status` by legal steps.
+pub fn item_in(w: &mut World, status: ItemStatus) -> String {
+    item_with(w, content(), status)
+}
+
+/// Drives a fresh item with `content` to `status` by legal steps.
+pub fn item_with(w: &mut World, content: ItemContent, status: ItemStatus) -> String {
+    let id = w.ok_item("SAMR", Command::CreateItem { content }).id;
+    let steps: Vec<(&str, Command)> = vec![
+        (
+            "SAMR",
+            Command::SubmitForReview {
+                id: id.clone(),
+                expected_revision: None,
+            },
+        ),
+        (
+            "JUST",
+            Command::ReviewItem {
+                id: id.clone(),
+                approve: true,
+                opinion: String::new(),
+                expected_revision: None,
+            },
+        ),
+        (
+            "SAMR",
+            Command::PublishItem {
+                id: id.clone(),
+                expected_revision: None,
+            },
+        ),
+    ];
+    let n = match status {
+        ItemStatus::Draft => 0,
+        ItemStatus::InReview => 1,
+        ItemStatus::Approved => 2,
+        ItemStatus::Published | ItemStatus::Abolished => 3,
+        ItemStatus::Rejected => {
+            w.ok_item(
+                "SAMR",
+                Command::SubmitForReview {
+                    id: id.clone(),
+                    expected_revision: None,
+                },
+            );
+            w.ok_item(
+                "JUST",
+                Command::ReviewItem {
+                    id: id.clone(),
+                    approve: false,
+                    opinion: "不合法".into(),
+                    expected_revision: None,
+                },
+            );
+            return id;
+        }
+        ItemStatus::Superseded => unreachable!("a head is never superseded"),
+    };
+    for (actor, cmd) in steps.into_iter().take(n) {
+        w.ok_item(actor, cmd);
+    }
+    if status == ItemStatus::Abolished {
+        w.ok_item(
+            "SAMR",
+            Command::AbolishItem {
+                id: id.clone(),
+                reason: "废止".into(),
+                expected_revision: None,
+            },
+        );
+    }
+    id
+}
+
+/// Entities of the sample data (valid codes, real districts).
+pub const ENTITIES: [(&str, &str, &str); 3] = [
+    ("9114030254PNMK4N6B", "狮脑山恒永兴电梯工程有限公司", "城区"),
+    ("91140300142GAP0U9Y", "桃河鑫惠民建筑工程有限公司", "高新区"),
+    ("91140311729YDWUJ0U", "郊区成品油经营有限公司", "郊区"),
+];
+
+pub fn entity_spec(i: usize) -> EntitySpec {
+    let (uscc, name, district) = ENTITIES[i];
+    EntitySpec {
+        uscc: uscc.into(),
+        name: name.into(),
+        district: district.into(),
+        industry: "refined_oil".into(),
+        address: "阳泉市".into(),
+        licence: LicenceStatus::Active,
+    }
+}
+
+/// Registers entity `i` of [`ENTITIES`] (as SAMR, the licensing registrar).
+pub fn register(w: &mut World, i: usize) -> String {
+    let rid = format!("reg-{i}-{}", w.revision);
+    let r = w.run(
+        "SAMR",
+        &rid,
+        Command::RegisterEntity {
+            entity: entity_spec(i),
+            expected_revision: None,
+        },
+    );
+    assert!(r.result.is_ok(), "{r:?}");
+    ENTITIES[i].0.to_string()
+}
+
+/// A record about `uscc` in force from now, expiring after `days` when given.
+pub fn credit(
+    w: &World,
+    uscc: &str,
+    kind: CreditKind,
+    severity: Severity,
+    days: Option<i64>,
+) -> CreditRecordSpec {
+    CreditRecordSpec {
+        uscc: uscc.into(),
+        kind,
+        severity,
+        description: "检查发现".into(),
+        legal_basis: "《安全生产法》".into(),
+        effective_ms: w.now,
+        expires_ms: days.map(|d| w.now + d * 86_400_000),
+        source_ref: "inspection-1".into(),
+    }
+}
