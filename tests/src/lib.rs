@@ -22,7 +22,8 @@ use concord_proto::item::v1::{DepartmentDuty, ItemContent};
 use concord_proto::watch::v1::watch_service_client::WatchServiceClient;
 use tonic::transport::Channel;
 
-pub const DEPARTMENTS: [&str; 5] = ["SAMR", "TRANS", "JUST", "ECO", "EMER"];
+/// Node departments in start order: node 1 is SAMR, …, node 6 NDRC (the credit authority).
+pub const DEPARTMENTS: [&str; 6] = ["SAMR", "TRANS", "JUST", "ECO", "EMER", "NDRC"];
 
 /// A test CA in a directory, issuing (once) and loading certificates on demand.
 pub struct TestPki {

@@ -1,4 +1,4 @@
-//! `concord dev`: three `concord node` child processes (so any one can be killed and
+//! `concord dev`: four `concord node` child processes (so any one can be killed and
 //! restarted), a bootstrapped cluster, and ready-to-paste grpcurl commands.
 
 use std::path::PathBuf;
@@ -29,7 +29,9 @@ pub struct DevArgs {
     insecure_dev: bool,
 }
 
-const DEPARTMENTS: [&str; 3] = ["SAMR", "TRANS", "JUST"];
+/// Market regulation (leads items, registers entities), transport (cooperates),
+/// justice (legality review) and development & reform (credit authority).
+const DEPARTMENTS: [&str; 4] = ["SAMR", "TRANS", "JUST", "NDRC"];
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -55,11 +57,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     };
     let exe = std::env::current_exe().context("locating the concord binary")?;
     let addr = |i: usize| format!("127.0.0.1:{}", args.base_port as usize + i);
-    let members: Vec<String> = (0..3)
+    let members: Vec<String> = (0..DEPARTMENTS.len())
         .map(|i| format!("{}={}@{}", i + 1, DEPARTMENTS[i], addr(i)))
         .collect();
     let mut children = vec![];
-    for i in 0..3 {
+    for i in 0..DEPARTMENTS.len() {
         let data = args.dir.join(format!("node-{}", i + 1));
         let log_path = args.dir.join(format!("node-{}.log", i + 1));
         let log = std::fs::OpenOptions::new()
@@ -93,7 +95,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .with_context(|| format!("starting node {}", i + 1))?;
         children.push(child);
     }
-    let addrs: Vec<String> = (0..3).map(addr).collect();
+    let addrs: Vec<String> = (0..DEPARTMENTS.len()).map(addr).collect();
     // A child that exits during start (say, its port is taken) fails the start rather
     // than being masked by whatever else answers on that port.
     let started_ok = tokio::select! {
@@ -153,6 +155,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             (addr(2), flags("JUST")),
         ],
         &flags("BIGDATA"),
+    );
+    print_credit_examples(
+        &addr(0),
+        &flags("SAMR"),
+        &addr(3),
+        &flags("NDRC"),
+        &addr(1),
+        &flags("TRANS"),
     );
     println!("\nCtrl-C stops the cluster. Kill one node's pid to see the others carry on; run `concord dev` again (without --fresh) to bring it back with its data.");
     crate::shutdown_signal().await;
@@ -252,5 +262,24 @@ With grpcurl (no .proto files needed; each department's systems use its own node
   grpcurl {j} -d '{{"id":"ITEM_ID","approve":true,"opinion":"合法"}}' {just} concord.item.v1.ItemService/ReviewItem
   grpcurl {s} -d '{{"id":"ITEM_ID"}}' {samr} concord.item.v1.ItemService/PublishItem
   grpcurl {t} -d '{{"status":"PUBLISHED"}}' {trans} concord.item.v1.ItemService/ListItems"#
+    );
+}
+
+/// grpcurl commands for the entity directory and credit tiers.
+fn print_credit_examples(samr: &str, s: &str, ndrc: &str, n: &str, trans: &str, t: &str) {
+    println!(
+        r#"
+
+  # Market regulation registers an entity; transport records a violation it found;
+  # everyone reads the tier (and so the sampling ratio) that follows
+  grpcurl {s} -d '{{"entity":{{"uscc":"91140311729YDWUJ0U","name":"郊区成品油经营有限公司","district":"郊区",
+    "industry":"refined_oil","licence":"ACTIVE"}}}}' {samr} concord.entity.v1.EntityService/RegisterEntity
+  grpcurl {t} -d '{{"record":{{"uscc":"91140311729YDWUJ0U","kind":"VIOLATION","severity":"SERIOUS",
+    "description":"超载运输危险品","legal_basis":"《道路危险货物运输管理规定》","effective_ms":"'$(date +%s000)'"}}}}' \
+    {trans} concord.credit.v1.CreditService/RecordCredit
+  grpcurl {s} -d '{{"uscc":"91140311729YDWUJ0U"}}' {samr} concord.credit.v1.CreditService/GetTier
+
+  # The credit authority reads and changes the tier policy
+  grpcurl {n} {ndrc} concord.credit.v1.CreditService/GetTierPolicy"#
     );
 }

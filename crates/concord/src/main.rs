@@ -1,5 +1,5 @@
 //! The `concord` command: `node` runs one production node; `dev` runs a local
-//! three-department cluster with embedded defaults; `pki` issues certificates.
+//! four-department cluster with embedded defaults; `pki` issues certificates.
 
 mod dev;
 mod pki;
@@ -36,7 +36,7 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Run a local cluster of three departments (SAMR, TRANS, JUST) on 127.0.0.1:7001-7003.
+    /// Run a local cluster of four departments (SAMR, TRANS, JUST, NDRC) on 127.0.0.1:7001-7004.
     Dev(dev::DevArgs),
     /// Create a CA and issue node, client and admin certificates.
     #[command(subcommand)]

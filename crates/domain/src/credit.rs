@@ -255,7 +255,8 @@ impl TierPolicySpec {
     }
 }
 
-/// An entity's tier as evaluated.
+/// An entity's tier as evaluated. `records_in_force` and the block are what the
+/// evaluation saw, so a reader can tell why the entity is where it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TierState {
     pub uscc: String,
@@ -286,10 +287,13 @@ pub struct TierChange {
     pub at_ms: i64,
 }
 
-/// The tier of an entity with `records` under `policy` at `now_ms`.
+/// The tier of an entity with `records` under `policy` at `now_ms`; `on_punishment_list`
+/// (a joint-punishment listing in force) keeps it out of the best tier like a
+/// dishonesty record.
 pub fn evaluate(
     uscc: &str,
     records: &[CreditRecord],
+    on_punishment_list: bool,
     policy: &TierPolicy,
     now_ms: i64,
     revision: u64,
@@ -306,9 +310,10 @@ pub fn evaluate(
         .position(|t| score >= t.min_score)
         .unwrap_or(last)
         .min(last);
-    let blocked = in_force
-        .iter()
-        .any(|r| spec.blocks_best_tier.contains(&r.spec.kind));
+    let blocked = on_punishment_list
+        || in_force
+            .iter()
+            .any(|r| spec.blocks_best_tier.contains(&r.spec.kind));
     if blocked && index == 0 {
         index = 1;
     }

@@ -212,6 +212,48 @@ fn a_dishonesty_listing_keeps_an_entity_out_of_the_best_tier() {
 }
 
 #[test]
+fn a_joint_punishment_listing_keeps_an_entity_out_of_the_best_tier_while_in_force() {
+    use concord_domain::entity::{ListKind, ListingSpec};
+    let mut w = World::new();
+    let a = register(&mut w, 2);
+    let spec = credit(&w, &a, CreditKind::Commendation, Severity::Grave, None);
+    record(&mut w, "SAMR", spec);
+    assert_eq!(tier_of(&w, &a), ("A".into(), 100));
+    let r = w.run(
+        "NDRC",
+        "list-1",
+        Command::PutOnList {
+            listing: ListingSpec {
+                list: ListKind::Punishment,
+                uscc: a.clone(),
+                reason: "拒不履行行政处罚决定".into(),
+                legal_basis: "《失信联合惩戒备忘录》".into(),
+                until_ms: Some(w.now + 10 * DAY),
+            },
+        },
+    );
+    assert!(r.result.is_ok(), "{r:?}");
+    assert_eq!(tier_of(&w, &a), ("B".into(), 100));
+    // The listing ends after ten days: the tick restores the best tier.
+    w.now += 11 * DAY;
+    assert!(tick_due(&w.state, w.now, i64::MAX / 4).unwrap());
+    w.run(
+        "SAMR",
+        "",
+        Command::Tick {
+            dedup_retention_ms: i64::MAX / 4,
+        },
+    );
+    assert_eq!(tier_of(&w, &a), ("A".into(), 100));
+    let (_, history) = query::tier(&w.state, &a).unwrap();
+    let causes: Vec<&str> = history.iter().map(|c| c.cause.as_str()).collect();
+    assert!(
+        causes.iter().any(|c| c.contains("punishment list")),
+        "{causes:?}"
+    );
+}
+
+#[test]
 fn only_the_credit_authority_sets_policy_and_only_the_recorder_corrects() {
     let mut w = World::new();
     let a = register(&mut w, 0);

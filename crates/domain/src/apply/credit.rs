@@ -6,7 +6,7 @@ use super::*;
 use crate::credit::{
     evaluate, CreditRecord, CreditRecordSpec, TierChange, TierPolicy, TierPolicySpec, TierState,
 };
-use crate::entity::{Entity, EntitySpec, Listing, ListingSpec};
+use crate::entity::{Entity, EntitySpec, ListKind, Listing, ListingSpec};
 
 /// Entities re-tiered by one policy change or one tick; the rest continue in ticks.
 pub const RETIER_BATCH: usize = 2_000;
@@ -58,8 +58,9 @@ impl Tx<'_> {
     /// tier moves, with `cause`.
     pub(super) fn retier(&mut self, uscc: &str, cause: &str) -> Result<TierState, Failure> {
         let records = self.credit_records(uscc)?;
+        let punished = self.on_punishment_list(uscc)?;
         let policy = self.policy()?;
-        let state = evaluate(uscc, &records, &policy, self.now(), self.revision);
+        let state = evaluate(uscc, &records, punished, &policy, self.now(), self.revision);
         let previous = self.get::<TierState>(&keys::tier(uscc))?;
         let from = previous.as_ref().map_or(String::new(), |p| p.tier.clone());
         let moved = from != state.tier;
@@ -93,6 +94,27 @@ impl Tx<'_> {
             );
         }
         Ok(state)
+    }
+
+    /// Whether a joint-punishment listing of `uscc` is in force (this revision's
+    /// writes included).
+    fn on_punishment_list(&self, uscc: &str) -> Result<bool, Failure> {
+        let prefix = keys::listings(uscc);
+        let mut listings: BTreeMap<String, Listing> = BTreeMap::new();
+        for (k, v) in self.base.scan(&prefix, None, 10_000)? {
+            listings.insert(k.clone(), decode(&k, &v)?);
+        }
+        for (k, v) in self.writes.range(prefix.clone()..) {
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            if let Some(bytes) = v {
+                listings.insert(k.clone(), decode(k, bytes)?);
+            }
+        }
+        Ok(listings
+            .values()
+            .any(|l| l.spec.list == ListKind::Punishment && l.active_at(self.now())))
     }
 
     /// Indexes when `record` takes effect or expires, so a tick re-tiers its entity.
@@ -214,11 +236,8 @@ pub(super) fn set_districts(tx: &mut Tx, districts: &[String]) -> Result<Outcome
 }
 
 fn describe(record: &CreditRecord) -> String {
-    format!(
-        "{} {:?}/{:?} by {}",
-        record.id, record.spec.kind, record.spec.severity, record.department
-    )
-    .to_lowercase()
+    let kind_severity = format!("{:?}/{:?}", record.spec.kind, record.spec.severity).to_lowercase();
+    format!("{} {kind_severity} by {}", record.id, record.department)
 }
 
 pub(super) fn record_credit(tx: &mut Tx, spec: &CreditRecordSpec) -> Result<Outcome, Failure> {
@@ -416,6 +435,16 @@ pub(super) fn put_on_list(tx: &mut Tx, spec: &ListingSpec) -> Result<Outcome, Fa
         updated_revision: tx.revision,
     };
     save_listing(tx, &listing, "listing.added")?;
+    if let Some(until) = listing.spec.until_ms {
+        tx.writes.insert(
+            keys::credit_due(until, &listing.spec.uscc, &listing.id),
+            Some(vec![]),
+        );
+    }
+    tx.retier(
+        &listing.spec.uscc,
+        &format!("{} on the {} list", listing.id, listing.spec.list.as_str()),
+    )?;
     Ok(Outcome::Listing(listing))
 }
 
@@ -440,6 +469,11 @@ pub(super) fn remove_from_list(
     listing.removed_reason = reason.to_string();
     listing.updated_revision = tx.revision;
     save_listing(tx, &listing, "listing.removed")?;
+    if let Some(until) = listing.spec.until_ms {
+        tx.writes
+            .insert(keys::credit_due(until, &uscc, &listing.id), None);
+    }
+    tx.retier(&uscc, &format!("{} removed: {reason}", listing.id))?;
     Ok(Outcome::Listing(listing))
 }
 
