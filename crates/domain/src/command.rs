@@ -289,7 +289,11 @@ pub enum Outcome {
     Item(Item),
     SharingRule(SharingRule),
     SharingRuleDeleted,
-    Entity(Entity),
+    /// The entity and its tier after the change.
+    Entity {
+        entity: Entity,
+        tier: TierState,
+    },
     Districts(Vec<String>),
     /// A credit record and the entity's tier after it.
     Credit {

@@ -3,7 +3,8 @@
 //! An entity's tier is a pure function of its records that are in force at a time,
 //! the policy, and that time: `score = policy.base_score + Σ score(record)`, the tier
 //! is the first (best) whose `min_score` the score reaches, and a record of a kind in
-//! `policy.blocks_best_tier` in force keeps the entity out of the best tier. The tier
+//! `policy.blocks_best_tier` in force, or a joint-punishment listing in force, keeps
+//! the entity out of the best tier. The tier
 //! sets the sampling-ratio range and the maximum inspection frequency.
 
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,16 @@ pub enum CreditKind {
 }
 
 impl CreditKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CreditKind::Commendation => "commendation",
+            CreditKind::Violation => "violation",
+            CreditKind::AdministrativePenalty => "administrative_penalty",
+            CreditKind::DishonestyListing => "dishonesty_listing",
+            CreditKind::RectificationCompleted => "rectification_completed",
+        }
+    }
+
     pub const ALL: [CreditKind; 5] = [
         CreditKind::Commendation,
         CreditKind::Violation,
@@ -47,6 +58,17 @@ pub enum Severity {
     Serious,
     /// 特别严重
     Grave,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Minor => "minor",
+            Severity::General => "general",
+            Severity::Serious => "serious",
+            Severity::Grave => "grave",
+        }
+    }
 }
 
 /// What a department observed about an entity.
@@ -171,10 +193,13 @@ impl TierPolicySpec {
                 return Err(DomainError::invalid(p("name"), "tier names must differ"));
             }
             names.push(t.name.clone());
-            if t.sampling_min_pct > t.sampling_max_pct || t.sampling_max_pct > 100 {
+            if t.sampling_max_pct > 100 {
+                return Err(DomainError::invalid(p("sampling_max_pct"), "at most 100"));
+            }
+            if t.sampling_min_pct > t.sampling_max_pct {
                 return Err(DomainError::invalid(
-                    p("sampling_max_pct"),
-                    "0 <= sampling_min_pct <= sampling_max_pct <= 100",
+                    p("sampling_min_pct"),
+                    "must not exceed sampling_max_pct",
                 ));
             }
             validate::optional_text(&p("frequency_note"), &t.frequency_note, MAX_SHORT_CHARS)?;
@@ -184,6 +209,21 @@ impl TierPolicySpec {
                     "bands must descend: each tier's min_score below the one before",
                 ));
             }
+        }
+        let mut kinds = self.blocks_best_tier.clone();
+        kinds.sort();
+        kinds.dedup();
+        if kinds.len() != self.blocks_best_tier.len() {
+            return Err(DomainError::invalid(
+                f("blocks_best_tier"),
+                "must not repeat a kind",
+            ));
+        }
+        if self.rules.len() > CreditKind::ALL.len() * 4 {
+            return Err(DomainError::invalid(
+                f("rules"),
+                "at most one rule per kind and severity",
+            ));
         }
         let mut seen = vec![];
         for (i, r) in self.rules.iter().enumerate() {

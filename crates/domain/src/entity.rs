@@ -14,6 +14,42 @@ pub fn default_districts() -> Vec<String> {
         .collect()
 }
 
+/// Checks a district list: 1-200 distinct names, each 1-100 characters.
+pub fn validate_districts(districts: &[String]) -> Result<(), DomainError> {
+    if districts.is_empty() || districts.len() > 200 {
+        return Err(DomainError::invalid(
+            "districts",
+            "between 1 and 200 districts",
+        ));
+    }
+    for (i, d) in districts.iter().enumerate() {
+        validate::required_text(&format!("districts[{i}]"), d, MAX_SHORT_CHARS)?;
+        if districts[..i].contains(d) {
+            return Err(DomainError::invalid(
+                format!("districts[{i}]"),
+                format!("{d} is listed twice"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Record ids the cluster hands out: `<prefix>-<revision>`.
+pub fn validate_id(field: &str, id: &str, prefix: &str) -> Result<(), DomainError> {
+    let ok = id
+        .strip_prefix(prefix)
+        .and_then(|r| r.strip_prefix('-'))
+        .is_some_and(|n| !n.is_empty() && n.len() <= 20 && n.bytes().all(|b| b.is_ascii_digit()));
+    if ok {
+        Ok(())
+    } else {
+        Err(DomainError::invalid(
+            field,
+            format!("not a {prefix}-<number> id"),
+        ))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LicenceStatus {

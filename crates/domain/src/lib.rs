@@ -36,7 +36,7 @@ pub mod state;
 pub mod uscc;
 pub mod validate;
 
-pub use apply::{apply, tick_due, Transition};
+pub use apply::{apply, tick_due, Transition, RETIER_BATCH};
 pub use command::{Command, CommandKind, Envelope, Outcome, Principal, Response};
 pub use error::{DomainError, Failure, StorageFault};
 pub use state::{MemState, Overlay, StateRead, Write};

@@ -425,3 +425,116 @@ fn three_replicas_reach_the_same_tiers_and_history() {
         .collect();
     assert_eq!(tiers, vec!["B", "D", "B"]);
 }
+
+#[test]
+fn a_listing_that_does_not_move_the_tier_is_still_recorded_as_a_block() {
+    use concord_domain::entity::{ListKind, ListingSpec};
+    let mut w = World::new();
+    let a = register(&mut w, 0);
+    assert_eq!(tier_of(&w, &a), ("B".into(), 80));
+    let r = w.run(
+        "NDRC",
+        "list-b",
+        Command::PutOnList {
+            listing: ListingSpec {
+                list: ListKind::Punishment,
+                uscc: a.clone(),
+                reason: "失信".into(),
+                legal_basis: "《备忘录》".into(),
+                until_ms: None,
+            },
+        },
+    );
+    assert!(r.result.is_ok(), "{r:?}");
+    let (t, _) = query::tier(&w.state, &a).unwrap();
+    assert_eq!((t.tier.as_str(), t.best_tier_blocked), ("B", true));
+}
+
+/// `n` valid codes in Yangquan's city district (area code 140302).
+fn codes(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let first = format!("91140302{i:09}");
+            let check = uscc::check_character(&first).unwrap();
+            format!("{first}{check}")
+        })
+        .collect()
+}
+
+#[test]
+fn a_new_policy_re_tiers_a_large_directory_in_batches_through_ticks() {
+    let mut w = World::new();
+    let all = codes(concord_domain::RETIER_BATCH + 3);
+    for (i, code) in all.iter().enumerate() {
+        let mut spec = entity_spec(0);
+        spec.uscc = code.clone();
+        let r = w.run(
+            "SAMR",
+            &format!("reg-{i}"),
+            Command::RegisterEntity {
+                entity: spec,
+                expected_revision: None,
+            },
+        );
+        assert!(r.result.is_ok(), "{r:?}");
+    }
+    let mut policy = TierPolicySpec::default_policy();
+    policy.base_score = 95;
+    let r = w.run(
+        "NDRC",
+        "p2",
+        Command::PutTierPolicy {
+            policy,
+            expected_version: None,
+        },
+    );
+    let n = concord_domain::RETIER_BATCH as u32;
+    assert!(
+        matches!(r.result, Ok(Outcome::TierPolicy { retiered, .. }) if retiered == n),
+        "{r:?}"
+    );
+    let on_v2 = |w: &World| {
+        all.iter()
+            .filter(|c| query::tier(&w.state, c).unwrap().0.policy_version == 2)
+            .count()
+    };
+    assert_eq!(on_v2(&w), n as usize);
+    assert!(
+        tick_due(&w.state, w.now, i64::MAX / 4).unwrap(),
+        "the rest is due"
+    );
+    let r = w.run(
+        "SAMR",
+        "",
+        Command::Tick {
+            dedup_retention_ms: i64::MAX / 4,
+        },
+    );
+    assert!(
+        matches!(r.result, Ok(Outcome::Ticked { retiered: 3, .. })),
+        "{r:?}"
+    );
+    assert_eq!(on_v2(&w), all.len());
+    assert!(!tick_due(&w.state, w.now, i64::MAX / 4).unwrap());
+    assert_eq!(tier_of(&w, &all[0]), ("A".into(), 95));
+}
+
+#[test]
+fn a_state_seeded_before_policies_existed_uses_the_default_policy() {
+    let mut w = World::new();
+    // Remove what newer bootstraps seed, as an older state would lack it.
+    w.state.map.retain(|k, _| {
+        k != "meta/tier_policy" && k != "meta/districts" && !k.starts_with("policyv/")
+    });
+    let a = register(&mut w, 0);
+    assert_eq!(tier_of(&w, &a), ("B".into(), 80));
+    let r = w.run(
+        "NDRC",
+        "p2",
+        Command::PutTierPolicy {
+            policy: TierPolicySpec::default_policy(),
+            expected_version: Some(1),
+        },
+    );
+    assert!(r.result.is_ok(), "{r:?}");
+}

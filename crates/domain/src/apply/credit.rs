@@ -9,7 +9,7 @@ use crate::credit::{
 use crate::entity::{Entity, EntitySpec, ListKind, Listing, ListingSpec};
 
 /// Entities re-tiered by one policy change or one tick; the rest continue in ticks.
-pub const RETIER_BATCH: usize = 2_000;
+pub const RETIER_BATCH: usize = 500;
 
 impl Tx<'_> {
     fn entity(&self, field: &str, uscc: &str) -> Result<Entity, Failure> {
@@ -19,17 +19,17 @@ impl Tx<'_> {
     }
 
     fn policy(&self) -> Result<TierPolicy, Failure> {
-        self.get::<TierPolicy>(keys::POLICY)?
-            .ok_or_else(|| StorageFault("the tier policy is missing".into()).into())
+        Ok(self
+            .get::<TierPolicy>(keys::POLICY)?
+            .unwrap_or_else(default_policy))
     }
 
-    /// Every credit record of `uscc`, including this revision's writes.
-    fn credit_records(&self, uscc: &str) -> Result<Vec<CreditRecord>, Failure> {
-        let prefix = keys::credits(uscc);
-        let mut out: BTreeMap<String, CreditRecord> = BTreeMap::new();
+    /// Every value under `prefix`, including this revision's writes, in key order.
+    fn scan_pending<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, Failure> {
+        let mut out: BTreeMap<String, T> = BTreeMap::new();
         let mut after: Option<String> = None;
         loop {
-            let batch = self.base.scan(&prefix, after.as_deref(), 512)?;
+            let batch = self.base.scan(prefix, after.as_deref(), 512)?;
             for (k, v) in &batch {
                 out.insert(k.clone(), decode(k, v)?);
             }
@@ -38,8 +38,8 @@ impl Tx<'_> {
                 _ => break,
             }
         }
-        for (k, v) in self.writes.range(prefix.clone()..) {
-            if !k.starts_with(&prefix) {
+        for (k, v) in self.writes.range(prefix.to_string()..) {
+            if !k.starts_with(prefix) {
                 break;
             }
             match v {
@@ -57,18 +57,19 @@ impl Tx<'_> {
     /// Re-evaluates the tier of `uscc`; records a change (and emits it) when the
     /// tier moves, with `cause`.
     pub(super) fn retier(&mut self, uscc: &str, cause: &str) -> Result<TierState, Failure> {
-        let records = self.credit_records(uscc)?;
+        let records: Vec<CreditRecord> = self.scan_pending(&keys::credits(uscc))?;
         let punished = self.on_punishment_list(uscc)?;
         let policy = self.policy()?;
         let state = evaluate(uscc, &records, punished, &policy, self.now(), self.revision);
         let previous = self.get::<TierState>(&keys::tier(uscc))?;
         let from = previous.as_ref().map_or(String::new(), |p| p.tier.clone());
         let moved = from != state.tier;
+        // Saved when anything but the evaluation's own revision and time differs.
         let changed = previous.as_ref().is_none_or(|p| {
-            p.tier != state.tier
-                || p.score != state.score
-                || p.policy_version != state.policy_version
-                || p.records_in_force != state.records_in_force
+            let mut same = p.clone();
+            same.evaluated_revision = state.evaluated_revision;
+            same.evaluated_at_ms = state.evaluated_at_ms;
+            same != state
         });
         if !changed {
             return Ok(previous.unwrap_or(state));
@@ -99,21 +100,9 @@ impl Tx<'_> {
     /// Whether a joint-punishment listing of `uscc` is in force (this revision's
     /// writes included).
     fn on_punishment_list(&self, uscc: &str) -> Result<bool, Failure> {
-        let prefix = keys::listings(uscc);
-        let mut listings: BTreeMap<String, Listing> = BTreeMap::new();
-        for (k, v) in self.base.scan(&prefix, None, 10_000)? {
-            listings.insert(k.clone(), decode(&k, &v)?);
-        }
-        for (k, v) in self.writes.range(prefix.clone()..) {
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            if let Some(bytes) = v {
-                listings.insert(k.clone(), decode(k, bytes)?);
-            }
-        }
+        let listings: Vec<Listing> = self.scan_pending(&keys::listings(uscc))?;
         Ok(listings
-            .values()
+            .iter()
             .any(|l| l.spec.list == ListKind::Punishment && l.active_at(self.now())))
     }
 
@@ -153,13 +142,28 @@ pub(super) fn seed(tx: &mut Tx) {
         &crate::entity::default_districts(),
     );
     let policy = TierPolicy {
-        version: 1,
-        spec: TierPolicySpec::default_policy(),
-        department: String::new(),
         revision: tx.revision,
+        ..default_policy()
     };
     tx.put(keys::policy_version(1), &policy);
     tx.put(keys::POLICY.to_string(), &policy);
+}
+
+fn default_policy() -> TierPolicy {
+    TierPolicy {
+        version: 1,
+        spec: TierPolicySpec::default_policy(),
+        department: String::new(),
+        revision: 0,
+    }
+}
+
+/// The districts entities may be registered in (the defaults in a state seeded
+/// before districts were configurable).
+fn districts(tx: &Tx) -> Result<Vec<String>, Failure> {
+    Ok(tx
+        .get(keys::DISTRICTS)?
+        .unwrap_or_else(crate::entity::default_districts))
 }
 
 pub(super) fn register_entity(
@@ -168,7 +172,7 @@ pub(super) fn register_entity(
     expected: Option<u64>,
 ) -> Result<Outcome, Failure> {
     spec.validate("entity")?;
-    let districts: Vec<String> = tx.get(keys::DISTRICTS)?.unwrap_or_default();
+    let districts = districts(tx)?;
     if !districts.contains(&spec.district) {
         return Err(DomainError::invalid(
             "entity.district",
@@ -205,25 +209,17 @@ pub(super) fn register_entity(
         vec![tx.env.actor.clone()],
         EventRecord::Entity(entity.clone()),
     );
-    if existing.is_none() {
-        tx.retier(&spec.uscc, "registered in the directory")?;
-    }
-    Ok(Outcome::Entity(entity))
+    let cause = if existing.is_none() {
+        "registered in the directory"
+    } else {
+        "directory entry updated"
+    };
+    let tier = tx.retier(&spec.uscc, cause)?;
+    Ok(Outcome::Entity { entity, tier })
 }
 
 pub(super) fn set_districts(tx: &mut Tx, districts: &[String]) -> Result<Outcome, Failure> {
-    if districts.is_empty() || districts.len() > 200 {
-        return Err(DomainError::invalid("districts", "between 1 and 200 districts").into());
-    }
-    let mut sorted = districts.to_vec();
-    for (i, d) in districts.iter().enumerate() {
-        validate::required_text(&format!("districts[{i}]"), d, validate::MAX_SHORT_CHARS)?;
-    }
-    sorted.sort();
-    sorted.dedup();
-    if sorted.len() != districts.len() {
-        return Err(DomainError::invalid("districts", "must not repeat a district").into());
-    }
+    crate::entity::validate_districts(districts)?;
     tx.put(keys::DISTRICTS.to_string(), &districts.to_vec());
     tx.emit(
         RecordKind::Entity,
@@ -236,8 +232,13 @@ pub(super) fn set_districts(tx: &mut Tx, districts: &[String]) -> Result<Outcome
 }
 
 fn describe(record: &CreditRecord) -> String {
-    let kind_severity = format!("{:?}/{:?}", record.spec.kind, record.spec.severity).to_lowercase();
-    format!("{} {kind_severity} by {}", record.id, record.department)
+    format!(
+        "{} {}/{} by {}",
+        record.id,
+        record.spec.kind.as_str(),
+        record.spec.severity.as_str(),
+        record.department
+    )
 }
 
 pub(super) fn record_credit(tx: &mut Tx, spec: &CreditRecordSpec) -> Result<Outcome, Failure> {
@@ -400,7 +401,12 @@ pub(super) fn retier_due(tx: &mut Tx) -> Result<u32, Failure> {
             continue;
         };
         tx.writes.insert(key.clone(), None);
-        tx.retier(uscc, &format!("record {id} took effect or expired"))?;
+        let what = if id.starts_with("list-") {
+            "listing"
+        } else {
+            "record"
+        };
+        tx.retier(uscc, &format!("{what} {id} took effect or ended"))?;
         n += 1;
     }
     Ok(n)
@@ -462,8 +468,11 @@ pub(super) fn remove_from_list(
         .get(&keys::listing(&uscc, id))?
         .ok_or_else(|| DomainError::not_found("listing", id))?;
     check_expected(expected, listing.updated_revision)?;
-    if listing.removed {
-        return Err(DomainError::precondition(format!("listing {id} is already removed")).into());
+    if !listing.active_at(tx.now()) {
+        return Err(DomainError::precondition(format!(
+            "listing {id} is no longer in force (removed or ended)"
+        ))
+        .into());
     }
     listing.removed = true;
     listing.removed_reason = reason.to_string();

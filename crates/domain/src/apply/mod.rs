@@ -23,7 +23,7 @@ use crate::{DomainError, Failure, StorageFault};
 pub const MAX_PURGE_PER_TICK: usize = 10_000;
 
 mod credit;
-pub use credit::tier_work_due;
+pub use credit::{tier_work_due, RETIER_BATCH};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {

@@ -283,6 +283,7 @@ impl ClusterService for ClusterSvc {
             .identity
             .map_or_else(|| self.core.department.clone(), |i| i.department);
         let r = req.into_inner();
+        concord_domain::entity::validate_districts(&r.districts).map_err(NodeError::from)?;
         let span = rpc::span(&self.core, "ClusterService/SetDistricts", &r.request_id);
         async {
             let command = Command::SetDistricts {

@@ -29,8 +29,7 @@ fn credit_response(o: Outcome, header: Option<ResponseHeader>) -> Result<CreditR
 }
 
 fn record_id(id: &str) -> Result<(), Status> {
-    validate::required_text("id", id, validate::MAX_SHORT_CHARS)
-        .map_err(|e| NodeError::from(e).into())
+    concord_domain::entity::validate_id("id", id, "cr").map_err(|e| NodeError::from(e).into())
 }
 
 #[tonic::async_trait]

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use concord_domain::query::{self, EntityFilter};
-use concord_domain::{uscc, validate, Command, DomainError, Outcome};
+use concord_domain::{entity, uscc, validate, Command, DomainError, Outcome};
 use concord_proto::entity::v1::entity_service_server::EntityService;
 use concord_proto::entity::v1::*;
 use tonic::{Request, Response, Status};
@@ -59,7 +59,6 @@ impl EntityService for EntitySvc {
             entity,
             expected_revision: r.expected_revision,
         };
-        let core = self.core.clone();
         write_with(
             &self.core,
             "EntityService/RegisterEntity",
@@ -67,13 +66,10 @@ impl EntityService for EntitySvc {
             timeout,
             command,
             |o, header| match o {
-                Outcome::Entity(e) => {
-                    let tier = query::tier(&core.reader, &e.spec.uscc).ok().map(|(t, _)| t);
-                    Ok(EntityResponse {
-                        header,
-                        entity: Some(convert::entity_to_wire(&e, tier.as_ref())),
-                    })
-                }
+                Outcome::Entity { entity, tier } => Ok(EntityResponse {
+                    header,
+                    entity: Some(convert::entity_to_wire(&entity, Some(&tier))),
+                }),
                 other => Err(other),
             },
         )
@@ -163,7 +159,7 @@ impl EntityService for EntitySvc {
     ) -> Result<Response<ListingResponse>, Status> {
         let timeout = timeout_of(&req, &self.core);
         let r = req.into_inner();
-        short_text("id", &r.id).map_err(NodeError::from)?;
+        entity::validate_id("id", &r.id, "list").map_err(NodeError::from)?;
         validate::required_text("reason", &r.reason, validate::MAX_TEXT_CHARS)
             .map_err(NodeError::from)?;
         let command = Command::RemoveFromList {
