@@ -6,6 +6,7 @@
 use crate::command::{Command, CommandKind, Envelope, Principal};
 use crate::credit::CreditRecord;
 use crate::department::{Department, Role};
+use crate::inspection::{Plan, Task};
 use crate::item::Item;
 use crate::query;
 use crate::sharing::Scope;
@@ -35,10 +36,12 @@ pub enum Authority {
     LicensingRegistrar,
     /// The department that made the credit record concerned.
     Recorder,
+    /// A department taking part in the plan or joint task concerned.
+    Participant,
 }
 
 impl Authority {
-    pub const ALL: [Authority; 12] = [
+    pub const ALL: [Authority; 13] = [
         Authority::System,
         Authority::Admin,
         Authority::Anyone,
@@ -51,6 +54,7 @@ impl Authority {
         Authority::DataProvider,
         Authority::LicensingRegistrar,
         Authority::Recorder,
+        Authority::Participant,
     ];
 
     pub fn describe(self) -> &'static str {
@@ -67,6 +71,7 @@ impl Authority {
             Authority::DataProvider => "the providing department",
             Authority::LicensingRegistrar => "the licensing registrar (LICENSING_REGISTRAR)",
             Authority::Recorder => "the recording department",
+            Authority::Participant => "a department taking part in the task",
         }
     }
 }
@@ -94,6 +99,12 @@ pub fn authorities(kind: CommandKind) -> &'static [Authority] {
         CommandKind::PutTierPolicy => &[CreditAuthority],
         CommandKind::PutOnList => &[CreditAuthority],
         CommandKind::RemoveFromList => &[CreditAuthority],
+        CommandKind::PutInspector => &[AnyMember],
+        CommandKind::CreatePlan => &[Participant],
+        CommandKind::DrawPlan => &[LeadDepartment],
+        CommandKind::SubmitResult => &[Participant],
+        CommandKind::RecordInspection => &[AnyMember],
+        CommandKind::SetOverInspectionRule => &[Admin],
     }
 }
 
@@ -109,6 +120,8 @@ pub struct Subject<'a> {
     pub provider: Option<&'a str>,
     /// The recording department of the credit record acted on, if any.
     pub recorder: Option<&'a str>,
+    /// The departments with a part in the joint task acted on.
+    pub participants: &'a [String],
 }
 
 impl Subject<'_> {
@@ -137,6 +150,9 @@ impl Subject<'_> {
             Authority::LicensingRegistrar => role(Role::LicensingRegistrar),
             Authority::Recorder => {
                 dept.is_some_and(|d| self.recorder.is_some_and(|r| r == d.code()))
+            }
+            Authority::Participant => {
+                dept.is_some_and(|d| self.participants.iter().any(|p| p == d.code()))
             }
         }
     }
@@ -181,7 +197,26 @@ pub fn authorize(view: &dyn StateRead, env: &Envelope) -> Result<(), Failure> {
         | Command::CorrectCredit { .. }
         | Command::PutTierPolicy { .. }
         | Command::PutOnList { .. }
-        | Command::RemoveFromList { .. } => (None, vec![]),
+        | Command::RemoveFromList { .. }
+        | Command::PutInspector { .. }
+        | Command::CreatePlan { .. }
+        | Command::SubmitResult { .. }
+        | Command::RecordInspection { .. }
+        | Command::SetOverInspectionRule { .. } => (None, vec![]),
+        Command::DrawPlan { plan_id } => {
+            let plan: Plan = get_typed(view, &keys::plan(plan_id))?
+                .ok_or_else(|| DomainError::not_found("plan", plan_id))?;
+            (Some(plan.lead), vec![])
+        }
+    };
+    let participants: Vec<String> = match &env.command {
+        Command::CreatePlan { plan } => plan.participants.clone(),
+        Command::SubmitResult { task_id, .. } => {
+            let task: Task = get_typed(view, &keys::task(task_id))?
+                .ok_or_else(|| DomainError::not_found("task", task_id))?;
+            task.parts.into_iter().map(|p| p.department).collect()
+        }
+        _ => vec![],
     };
     let recorder: Option<String> = match &env.command {
         Command::CorrectCredit { id, .. } => {
@@ -205,6 +240,7 @@ pub fn authorize(view: &dyn StateRead, env: &Envelope) -> Result<(), Failure> {
         cooperating: &cooperating,
         provider,
         recorder: recorder.as_deref(),
+        participants: &participants,
     };
     if allowed.iter().any(|a| subject.holds(*a)) {
         return Ok(());

@@ -3,6 +3,10 @@ use serde::{Deserialize, Serialize};
 use crate::credit::{CreditRecord, CreditRecordSpec, TierPolicy, TierPolicySpec, TierState};
 use crate::department::{Department, DepartmentSpec};
 use crate::entity::{Entity, EntitySpec, Listing, ListingSpec};
+use crate::inspection::{
+    Alert, Draw, InspectionEvent, Inspector, InspectorSpec, OverInspectionRule, Plan, PlanSpec,
+    ResultSpec, Task,
+};
 use crate::item::{ChangeCause, Item, ItemContent};
 use crate::sharing::{RecordClass, SharingRule, SharingRuleSpec};
 use crate::DomainError;
@@ -136,6 +140,29 @@ pub enum Command {
         reason: String,
         expected_revision: Option<u64>,
     },
+    /// Adds or updates an inspector of the caller's department.
+    PutInspector {
+        inspector: InspectorSpec,
+    },
+    CreatePlan {
+        plan: PlanSpec,
+    },
+    /// Draws entities and inspectors for a plan and creates its joint tasks.
+    DrawPlan {
+        plan_id: String,
+    },
+    SubmitResult {
+        task_id: String,
+        result: ResultSpec,
+    },
+    /// An inspection made outside a plan, counted for the over-inspection alert.
+    RecordInspection {
+        uscc: String,
+        note: String,
+    },
+    SetOverInspectionRule {
+        rule: OverInspectionRule,
+    },
 }
 
 /// Every kind of command, for the authority matrix and the audit trail.
@@ -161,10 +188,16 @@ pub enum CommandKind {
     PutTierPolicy,
     PutOnList,
     RemoveFromList,
+    PutInspector,
+    CreatePlan,
+    DrawPlan,
+    SubmitResult,
+    RecordInspection,
+    SetOverInspectionRule,
 }
 
 impl CommandKind {
-    pub const ALL: [CommandKind; 19] = [
+    pub const ALL: [CommandKind; 25] = [
         CommandKind::Bootstrap,
         CommandKind::RegisterDepartment,
         CommandKind::Tick,
@@ -184,6 +217,12 @@ impl CommandKind {
         CommandKind::PutTierPolicy,
         CommandKind::PutOnList,
         CommandKind::RemoveFromList,
+        CommandKind::PutInspector,
+        CommandKind::CreatePlan,
+        CommandKind::DrawPlan,
+        CommandKind::SubmitResult,
+        CommandKind::RecordInspection,
+        CommandKind::SetOverInspectionRule,
     ];
 
     /// Stable name for logs, metrics and the audit trail.
@@ -208,6 +247,12 @@ impl CommandKind {
             CommandKind::PutTierPolicy => "put_tier_policy",
             CommandKind::PutOnList => "put_on_list",
             CommandKind::RemoveFromList => "remove_from_list",
+            CommandKind::PutInspector => "put_inspector",
+            CommandKind::CreatePlan => "create_plan",
+            CommandKind::DrawPlan => "draw_plan",
+            CommandKind::SubmitResult => "submit_result",
+            CommandKind::RecordInspection => "record_inspection",
+            CommandKind::SetOverInspectionRule => "set_over_inspection_rule",
         }
     }
 }
@@ -234,6 +279,12 @@ impl Command {
             Command::PutTierPolicy { .. } => CommandKind::PutTierPolicy,
             Command::PutOnList { .. } => CommandKind::PutOnList,
             Command::RemoveFromList { .. } => CommandKind::RemoveFromList,
+            Command::PutInspector { .. } => CommandKind::PutInspector,
+            Command::CreatePlan { .. } => CommandKind::CreatePlan,
+            Command::DrawPlan { .. } => CommandKind::DrawPlan,
+            Command::SubmitResult { .. } => CommandKind::SubmitResult,
+            Command::RecordInspection { .. } => CommandKind::RecordInspection,
+            Command::SetOverInspectionRule { .. } => CommandKind::SetOverInspectionRule,
         }
     }
 
@@ -255,6 +306,11 @@ impl Command {
             Command::RecordCredit { record } => Some(&record.uscc),
             Command::CorrectCredit { id, .. } | Command::RemoveFromList { id, .. } => Some(id),
             Command::PutOnList { listing } => Some(&listing.uscc),
+            Command::PutInspector { inspector } => Some(&inspector.id),
+            Command::CreatePlan { .. } | Command::SetOverInspectionRule { .. } => None,
+            Command::DrawPlan { plan_id } => Some(plan_id),
+            Command::SubmitResult { task_id, .. } => Some(task_id),
+            Command::RecordInspection { uscc, .. } => Some(uscc),
         }
     }
 
@@ -273,6 +329,8 @@ impl Command {
                 reason.clone()
             }
             Command::PutOnList { listing } => listing.legal_basis.clone(),
+            Command::SubmitResult { result, .. } => result.findings.clone(),
+            Command::RecordInspection { note, .. } => note.clone(),
             _ => String::new(),
         }
     }
@@ -306,6 +364,24 @@ pub enum Outcome {
         retiered: u32,
     },
     Listing(Listing),
+    Inspector(Inspector),
+    Plan(Plan),
+    /// The plan after its draw, the draw and the tasks it created.
+    Drawn {
+        plan: Plan,
+        draw: Box<Draw>,
+        tasks: Vec<Task>,
+    },
+    /// The task after the result, and the alert it raised, if any.
+    Submitted {
+        task: Task,
+        alert: Option<Alert>,
+    },
+    Inspected {
+        event: InspectionEvent,
+        alert: Option<Alert>,
+    },
+    OverInspectionRule(OverInspectionRule),
     Ticked {
         purged_request_ids: u32,
         /// Entities whose tier was re-evaluated (records taking effect or expiring,

@@ -3,6 +3,7 @@ use serde::{Deserialize, Serialize};
 use crate::credit::{CreditRecord, TierPolicy, TierState};
 use crate::department::Department;
 use crate::entity::{Entity, Listing};
+use crate::inspection::{Alert, Inspector, Plan, Task};
 use crate::item::Item;
 use crate::sharing::SharingRule;
 
@@ -17,6 +18,10 @@ pub enum RecordKind {
     Tier,
     TierPolicy,
     Listing,
+    Inspector,
+    Plan,
+    Task,
+    Alert,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +36,10 @@ pub enum EventRecord {
     Tier(TierState),
     TierPolicy(TierPolicy),
     Listing(Listing),
+    Inspector(Inspector),
+    Plan(Plan),
+    Task(Task),
+    Alert(Alert),
 }
 
 /// One change on the feed. A revision emits zero or more events, in order.

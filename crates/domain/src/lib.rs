@@ -29,6 +29,7 @@ pub mod department;
 pub mod entity;
 pub mod error;
 pub mod event;
+pub mod inspection;
 pub mod item;
 pub mod query;
 pub mod sharing;

@@ -3,9 +3,12 @@
 use crate::credit::{CreditRecord, TierChange, TierPolicy, TierState};
 use crate::department::Department;
 use crate::entity::{Entity, Listing};
+use crate::inspection::{self, Alert, Draw, Inspector, Plan, ResultSpec, Task};
 use crate::item::{Item, ItemStatus, Level};
+use crate::sharing::RecordClass;
 use crate::sharing::Scope;
 use crate::state::{decode, get_typed, keys, StateRead};
+use crate::StorageFault;
 use crate::{DomainError, Failure};
 
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -340,4 +343,149 @@ pub fn listings(view: &dyn StateRead, uscc: &str) -> Result<Vec<Listing>, Failur
     let mut out: Vec<Listing> = scan_all(view, &keys::listings(uscc))?;
     out.sort_by_key(|l| l.created_revision);
     Ok(out)
+}
+
+pub fn inspectors(view: &dyn StateRead, department: &str) -> Result<Vec<Inspector>, Failure> {
+    scan_all(view, &keys::inspectors(department))
+}
+
+pub fn plan(view: &dyn StateRead, id: &str) -> Result<Plan, Failure> {
+    get_typed(view, &keys::plan(id))?.ok_or_else(|| DomainError::not_found("plan", id).into())
+}
+
+pub fn draw(view: &dyn StateRead, plan_id: &str) -> Result<Draw, Failure> {
+    get_typed(view, &keys::draw(plan_id))?
+        .ok_or_else(|| DomainError::not_found("draw of plan", plan_id).into())
+}
+
+pub fn task(view: &dyn StateRead, id: &str) -> Result<Task, Failure> {
+    get_typed(view, &keys::task(id))?.ok_or_else(|| DomainError::not_found("task", id).into())
+}
+
+/// The tasks of a plan, in draw order.
+pub fn tasks(view: &dyn StateRead, plan_id: &str) -> Result<Vec<Task>, Failure> {
+    let mut out = vec![];
+    let prefix = keys::tasks_of_plan(plan_id);
+    let mut after: Option<String> = None;
+    loop {
+        let batch = view.scan(&prefix, after.as_deref(), SCAN_BATCH)?;
+        for (k, _) in &batch {
+            out.push(task(view, &k[prefix.len()..])?);
+        }
+        match batch.last() {
+            Some((k, _)) if batch.len() == SCAN_BATCH => after = Some(k.clone()),
+            _ => break,
+        }
+    }
+    out.sort_by_key(|t| {
+        t.id.rsplit('-')
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    });
+    Ok(out)
+}
+
+/// One department's result about an entity, as mutual recognition shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FiledResult {
+    pub task_id: String,
+    pub department: String,
+    pub result: ResultSpec,
+    pub at_ms: i64,
+    pub revision: u64,
+}
+
+/// Results filed about `uscc` since `since_ms` that `scope` may see: public ones,
+/// those of tasks its department took part in, and those shared with it by rule.
+pub fn recent_results(
+    view: &dyn StateRead,
+    scope: &Scope,
+    uscc: &str,
+    since_ms: i64,
+) -> Result<Vec<FiledResult>, Failure> {
+    let prefix = keys::results(uscc);
+    let mut out = vec![];
+    for (k, v) in view.scan(&prefix, None, 100_000)? {
+        let (task_id, department, result, at_ms): (String, String, ResultSpec, i64) =
+            decode(&k, &v)?;
+        if at_ms < since_ms {
+            continue;
+        }
+        let visible = result.public
+            || department == scope.department()
+            || scope.is_granted(RecordClass::InspectionResult, &department)
+            || task(view, &task_id)?
+                .parts
+                .iter()
+                .any(|p| p.department == scope.department());
+        if visible {
+            let revision = k[prefix.len()..]
+                .get(..20)
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(0);
+            out.push(FiledResult {
+                task_id,
+                department,
+                result,
+                at_ms,
+                revision,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The alerts in a department's inbox, oldest first.
+pub fn inbox(view: &dyn StateRead, department: &str) -> Result<Vec<Alert>, Failure> {
+    let ids: Vec<String> = scan_all(view, &keys::inbox_of(department))?;
+    ids.iter()
+        .map(|id| {
+            get_typed(view, &keys::alert(id))?
+                .ok_or_else(|| Failure::from(StorageFault(format!("alert {id} is missing"))))
+        })
+        .collect()
+}
+
+/// Re-derives a plan's draw from its stored seed and population; returns what does
+/// not match (empty: the draw is what the algorithm gives).
+pub fn verify_draw(view: &dyn StateRead, plan_id: &str) -> Result<Vec<String>, Failure> {
+    let plan = plan(view, plan_id)?;
+    let d = draw(view, plan_id)?;
+    let mut problems = vec![];
+    if d.algorithm != inspection::ALGORITHM {
+        problems.push(format!("unknown algorithm {}", d.algorithm));
+    }
+    if d.seed != inspection::seed(plan_id, d.revision, d.timestamp_ms) {
+        problems.push("the seed is not the one its log entry gives".to_string());
+    }
+    if d.population_hash != inspection::population_hash(&d.population) {
+        problems.push("the population does not match its hash".to_string());
+    }
+    let ratios: Vec<(String, u32)> = d
+        .tiers
+        .iter()
+        .map(|t| (t.tier.clone(), t.ratio_bp))
+        .collect();
+    let (tiers, entities, assignments) = inspection::draw(&inspection::DrawInput {
+        plan: &plan,
+        seed: &d.seed,
+        population: &d.population,
+        ratios: &ratios,
+        rosters: &d.rosters,
+    });
+    if tiers != d.tiers || entities != d.entities || assignments != d.assignments {
+        problems.push("re-drawing from the seed and population gives another result".to_string());
+    }
+    if d.digest != d.compute_digest() {
+        problems.push("the draw does not match its digest".to_string());
+    }
+    let audited: Option<crate::audit::AuditRecord> = get_typed(view, &keys::audit(d.revision))?;
+    if audited.is_none_or(|a| a.basis != format!("draw {}", d.digest)) {
+        problems.push(format!(
+            "the audit record of revision {} does not carry this draw's digest",
+            d.revision
+        ));
+    }
+    Ok(problems)
 }

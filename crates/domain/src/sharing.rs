@@ -32,12 +32,15 @@ pub const MAX_READERS: usize = 64;
 #[serde(rename_all = "snake_case")]
 pub enum RecordClass {
     Item,
+    /// Inspection results not flagged public.
+    InspectionResult,
 }
 
 impl RecordClass {
     pub fn as_str(self) -> &'static str {
         match self {
             RecordClass::Item => "item",
+            RecordClass::InspectionResult => "inspection_result",
         }
     }
 }
@@ -200,6 +203,11 @@ impl Scope {
         &self.department
     }
 
+    /// Whether a rule shares `class` records of `provider` with this department.
+    pub fn is_granted(&self, class: RecordClass, provider: &str) -> bool {
+        self.granted.contains(&(class, provider.to_string()))
+    }
+
     /// Whether this department sees every version of an item (not only its
     /// public, published ones).
     pub fn is_insider(&self, item: &Item) -> bool {
@@ -234,7 +242,13 @@ impl Scope {
             | EventRecord::CreditRecord(_)
             | EventRecord::Tier(_)
             | EventRecord::TierPolicy(_)
-            | EventRecord::Listing(_) => true,
+            | EventRecord::Listing(_)
+            | EventRecord::Inspector(_)
+            | EventRecord::Plan(_) => true,
+            // Tasks carry results, and alerts go to the departments involved.
+            EventRecord::Task(_) | EventRecord::Alert(_) => {
+                e.departments.iter().any(|d| *d == self.department)
+            }
             // Judged by the version the event carries: a department dropped from
             // an item in a new draft does not see that draft.
             EventRecord::Item(item) => Self::is_public_version(item) || self.is_insider(item),

@@ -51,6 +51,64 @@ pub mod keys {
     pub const DISTRICTS: &str = "meta/districts";
     pub const LISTING: &str = "list/";
     pub const LISTING_BY_ID: &str = "listid/";
+    pub const INSPECTOR: &str = "inspr/";
+    pub const PLAN: &str = "plan/";
+    pub const DRAW: &str = "draw/";
+    pub const TASK: &str = "task/";
+    pub const TASK_BY_PLAN: &str = "taskp/";
+    /// `ievt/<uscc>/<time:20>/<revision:20>`: inspections of an entity, by time.
+    pub const INSPECTION_EVENT: &str = "ievt/";
+    /// `ires/<uscc>/<revision:20>/<department>`: results filed about an entity.
+    pub const RESULT: &str = "ires/";
+    pub const ALERT: &str = "alert/";
+    pub const INBOX: &str = "inbox/";
+    pub const OVER_INSPECTION_RULE: &str = "meta/over_inspection_rule";
+
+    pub fn inspector(department: &str, id: &str) -> String {
+        format!("{INSPECTOR}{department}/{id}")
+    }
+    pub fn inspectors(department: &str) -> String {
+        format!("{INSPECTOR}{department}/")
+    }
+    pub fn plan(id: &str) -> String {
+        format!("{PLAN}{id}")
+    }
+    pub fn draw(plan_id: &str) -> String {
+        format!("{DRAW}{plan_id}")
+    }
+    pub fn task(id: &str) -> String {
+        format!("{TASK}{id}")
+    }
+    pub fn task_by_plan(plan_id: &str, task_id: &str) -> String {
+        format!("{TASK_BY_PLAN}{plan_id}/{task_id}")
+    }
+    pub fn tasks_of_plan(plan_id: &str) -> String {
+        format!("{TASK_BY_PLAN}{plan_id}/")
+    }
+    pub fn inspection_event(uscc: &str, at_ms: i64, revision: u64) -> String {
+        format!(
+            "{INSPECTION_EVENT}{uscc}/{:020}/{revision:020}",
+            at_ms.max(0)
+        )
+    }
+    pub fn inspection_events(uscc: &str) -> String {
+        format!("{INSPECTION_EVENT}{uscc}/")
+    }
+    pub fn result(uscc: &str, revision: u64, department: &str) -> String {
+        format!("{RESULT}{uscc}/{revision:020}/{department}")
+    }
+    pub fn results(uscc: &str) -> String {
+        format!("{RESULT}{uscc}/")
+    }
+    pub fn alert(id: &str) -> String {
+        format!("{ALERT}{id}")
+    }
+    pub fn inbox(department: &str, revision: u64) -> String {
+        format!("{INBOX}{department}/{revision:020}")
+    }
+    pub fn inbox_of(department: &str) -> String {
+        format!("{INBOX}{department}/")
+    }
 
     pub fn entity(uscc: &str) -> String {
         format!("{ENTITY}{uscc}")

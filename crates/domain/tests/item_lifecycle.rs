@@ -570,13 +570,14 @@ const PROFILES: &[Profile] = {
                 DataProvider,
                 LicensingRegistrar,
                 Recorder,
+                Participant,
             ],
         },
         Profile {
             name: "cooperating department",
             principal: Principal::Member,
             actor: "TRANS",
-            holds: &[Anyone, AnyMember, CooperatingDepartment],
+            holds: &[Anyone, AnyMember, CooperatingDepartment, Participant],
         },
         Profile {
             name: "legality reviewer",
@@ -774,6 +775,41 @@ fn fixture(kind: CommandKind) -> (World, Command) {
                 expected_revision: None,
             }
         }
+        CommandKind::PutInspector => Command::PutInspector {
+            inspector: inspector("i9"),
+        },
+        CommandKind::CreatePlan => {
+            let item = item_in(&mut w, ItemStatus::Published);
+            Command::CreatePlan {
+                plan: plan_spec(&item),
+            }
+        }
+        CommandKind::DrawPlan => {
+            let plan = planned(&mut w);
+            Command::DrawPlan { plan_id: plan }
+        }
+        CommandKind::SubmitResult => {
+            let plan = planned(&mut w);
+            let r = w.run("SAMR", "draw-1", Command::DrawPlan { plan_id: plan });
+            let task = match r.result {
+                Ok(Outcome::Drawn { tasks, .. }) => tasks[0].id.clone(),
+                other => panic!("{other:?}"),
+            };
+            Command::SubmitResult {
+                task_id: task,
+                result: result_spec(),
+            }
+        }
+        CommandKind::RecordInspection => {
+            let uscc = register(&mut w, 0);
+            Command::RecordInspection {
+                uscc,
+                note: "日常检查".into(),
+            }
+        }
+        CommandKind::SetOverInspectionRule => Command::SetOverInspectionRule {
+            rule: Default::default(),
+        },
         CommandKind::DeleteSharingRule => {
             let r = w.run(
                 "SAMR",

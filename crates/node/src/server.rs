@@ -18,13 +18,14 @@ use crate::config::NodeConfig;
 use crate::core::NodeCore;
 use crate::network::{NetworkFactory, Peers};
 use crate::services::{
-    cluster::ClusterSvc, credit::CreditSvc, entity::EntitySvc, item::ItemSvc, raft::RaftSvc,
-    sharing::SharingSvc, watch::WatchSvc,
+    cluster::ClusterSvc, credit::CreditSvc, entity::EntitySvc, inspection::InspectionSvc,
+    item::ItemSvc, raft::RaftSvc, sharing::SharingSvc, watch::WatchSvc,
 };
 use crate::transport::{self, RefusalLog, Security};
 use concord_pki::{CertRole, ReloadingTls};
 use concord_proto::credit::v1::credit_service_server::CreditServiceServer;
 use concord_proto::entity::v1::entity_service_server::EntityServiceServer;
+use concord_proto::inspection::v1::inspection_service_server::InspectionServiceServer;
 use concord_proto::sharing::v1::sharing_service_server::SharingServiceServer;
 use tonic::service::interceptor::InterceptedService;
 
@@ -171,6 +172,9 @@ pub async fn start_with_listener(
     health_reporter
         .set_serving::<CreditServiceServer<CreditSvc>>()
         .await;
+    health_reporter
+        .set_serving::<InspectionServiceServer<InspectionSvc>>()
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(concord_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -199,6 +203,11 @@ pub async fn start_with_listener(
         ))
         .add_service(InterceptedService::new(
             EntityServiceServer::new(EntitySvc { core: core.clone() })
+                .max_decoding_message_size(limit),
+            interceptor(core.clone(), Surface::Departmental),
+        ))
+        .add_service(InterceptedService::new(
+            InspectionServiceServer::new(InspectionSvc { core: core.clone() })
                 .max_decoding_message_size(limit),
             interceptor(core.clone(), Surface::Departmental),
         ))

@@ -23,6 +23,7 @@ use crate::{DomainError, Failure, StorageFault};
 pub const MAX_PURGE_PER_TICK: usize = 10_000;
 
 mod credit;
+mod inspection;
 pub use credit::{tier_work_due, RETIER_BATCH};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +125,12 @@ pub fn apply(
         Err(e) => e.code_name().to_string(),
     };
     let head = audit::head(view)?;
-    let (record, head) = AuditRecord::new(env, revision, target, outcome).seal(&head);
+    let mut record = AuditRecord::new(env, revision, target, outcome);
+    // A draw is recorded by its digest, so rewriting the stored draw breaks the chain.
+    if let Ok(Outcome::Drawn { draw, .. }) = &result {
+        record.basis = format!("draw {}", draw.digest);
+    }
+    let (record, head) = record.seal(&head);
     tx.put(keys::audit(revision), &record);
     tx.put(keys::AUDIT_HEAD.to_string(), &head);
     let response = Response {
@@ -350,6 +356,12 @@ fn execute(tx: &mut Tx, command: &Command) -> Result<Outcome, Failure> {
             reason,
             expected_revision,
         } => credit::remove_from_list(tx, id, reason, *expected_revision),
+        Command::PutInspector { inspector } => inspection::put_inspector(tx, inspector),
+        Command::CreatePlan { plan } => inspection::create_plan(tx, plan),
+        Command::DrawPlan { plan_id } => inspection::draw_plan(tx, plan_id),
+        Command::SubmitResult { task_id, result } => inspection::submit_result(tx, task_id, result),
+        Command::RecordInspection { uscc, note } => inspection::record_inspection(tx, uscc, note),
+        Command::SetOverInspectionRule { rule } => inspection::set_rule(tx, rule),
     }
 }
 

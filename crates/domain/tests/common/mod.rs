@@ -39,7 +39,9 @@ impl World {
     pub fn run(&mut self, actor: &str, request_id: &str, command: Command) -> Response {
         let principal = match command {
             Command::Tick { .. } => Principal::System,
-            Command::RegisterDepartment { .. } | Command::SetDistricts { .. } => Principal::Admin,
+            Command::RegisterDepartment { .. }
+            | Command::SetDistricts { .. }
+            | Command::SetOverInspectionRule { .. } => Principal::Admin,
             _ => Principal::Member,
         };
         self.run_as(principal, actor, request_id, command)
@@ -242,5 +244,77 @@ pub fn credit(
         effective_ms: w.now,
         expires_ms: days.map(|d| w.now + d * 86_400_000),
         source_ref: "inspection-1".into(),
+    }
+}
+
+pub fn inspector(id: &str) -> concord_domain::inspection::InspectorSpec {
+    concord_domain::inspection::InspectorSpec {
+        id: id.into(),
+        name: "检查员".into(),
+        certification: "执法证 1403".into(),
+        active: true,
+    }
+}
+
+/// A plan by SAMR and TRANS over `item`, drawing 60 % of tier C.
+pub fn plan_spec(item: &str) -> concord_domain::inspection::PlanSpec {
+    concord_domain::inspection::PlanSpec {
+        name: "成品油联合抽查".into(),
+        participants: vec!["SAMR".into(), "TRANS".into()],
+        items: vec![item.into()],
+        districts: vec![],
+        industries: vec![],
+        tiers: vec![],
+        period_start_ms: 1_700_000_000_000,
+        period_end_ms: 1_800_000_000_000,
+        ratio_overrides: vec![concord_domain::inspection::RatioOverride {
+            tier: "C".into(),
+            ratio_bp: 6000,
+        }],
+        inspectors_per_department: 1,
+        conflicts: vec![],
+    }
+}
+
+/// A world with a published item, one tier-C entity, an inspector `i1` in SAMR and
+/// TRANS, and a plan over them; returns the plan id.
+pub fn planned(w: &mut World) -> String {
+    let item = item_in(w, ItemStatus::Published);
+    let uscc = register(w, 0);
+    let spec = credit(w, &uscc, CreditKind::Violation, Severity::Serious, None);
+    let r = w.run("EMER", "v-fixture", Command::RecordCredit { record: spec });
+    assert!(r.result.is_ok(), "{r:?}");
+    for d in ["SAMR", "TRANS"] {
+        let r = w.run(
+            d,
+            &format!("insp-{d}"),
+            Command::PutInspector {
+                inspector: inspector("i1"),
+            },
+        );
+        assert!(r.result.is_ok(), "{r:?}");
+    }
+    match w
+        .run(
+            "SAMR",
+            "plan-fixture",
+            Command::CreatePlan {
+                plan: plan_spec(&item),
+            },
+        )
+        .result
+    {
+        Ok(Outcome::Plan(p)) => p.id,
+        other => panic!("{other:?}"),
+    }
+}
+
+pub fn result_spec() -> concord_domain::inspection::ResultSpec {
+    concord_domain::inspection::ResultSpec {
+        outcome: concord_domain::inspection::ResultOutcome::Compliant,
+        findings: "未发现问题".into(),
+        evidence: vec!["ab".repeat(32)],
+        inspectors: vec!["i1".into()],
+        public: true,
     }
 }

@@ -17,7 +17,9 @@ use concord_proto::sharing::v1 as ps;
 use concord_proto::watch::v1 as pw;
 
 mod credit;
+mod inspection;
 pub use credit::*;
+pub use inspection::*;
 
 fn unknown(field: &str, n: i32) -> DomainError {
     DomainError::invalid(field, format!("{n} is not a known value"))
@@ -332,6 +334,10 @@ pub fn record_kind(field: &str, n: i32) -> Result<RecordKind, DomainError> {
         pw::RecordKind::Tier => Ok(RecordKind::Tier),
         pw::RecordKind::TierPolicy => Ok(RecordKind::TierPolicy),
         pw::RecordKind::Listing => Ok(RecordKind::Listing),
+        pw::RecordKind::Inspector => Ok(RecordKind::Inspector),
+        pw::RecordKind::InspectionPlan => Ok(RecordKind::Plan),
+        pw::RecordKind::InspectionTask => Ok(RecordKind::Task),
+        pw::RecordKind::Alert => Ok(RecordKind::Alert),
     }
 }
 
@@ -347,6 +353,10 @@ pub fn event_to_wire(e: &Event) -> pw::Event {
             RecordKind::Tier => pw::RecordKind::Tier,
             RecordKind::TierPolicy => pw::RecordKind::TierPolicy,
             RecordKind::Listing => pw::RecordKind::Listing,
+            RecordKind::Inspector => pw::RecordKind::Inspector,
+            RecordKind::Plan => pw::RecordKind::InspectionPlan,
+            RecordKind::Task => pw::RecordKind::InspectionTask,
+            RecordKind::Alert => pw::RecordKind::Alert,
         } as i32,
         key: e.key.clone(),
         action: e.action.clone(),
@@ -366,6 +376,10 @@ pub fn event_to_wire(e: &Event) -> pw::Event {
             EventRecord::Tier(t) => pw::event::Record::Tier(tier_to_wire(t)),
             EventRecord::TierPolicy(p) => pw::event::Record::TierPolicy(policy_to_wire(p)),
             EventRecord::Listing(l) => pw::event::Record::Listing(listing_to_wire(l)),
+            EventRecord::Inspector(i) => pw::event::Record::Inspector(inspector_to_wire(i)),
+            EventRecord::Plan(p) => pw::event::Record::Plan(plan_to_wire(p)),
+            EventRecord::Task(t) => pw::event::Record::Task(task_to_wire(t)),
+            EventRecord::Alert(a) => pw::event::Record::Alert(alert_to_wire(a)),
         }),
     }
 }
@@ -374,6 +388,7 @@ pub fn record_class(field: &str, n: i32) -> Result<RecordClass, DomainError> {
     match ps::RecordClass::try_from(n).map_err(|_| unknown(field, n))? {
         ps::RecordClass::Unspecified => Err(unspecified(field)),
         ps::RecordClass::Item => Ok(RecordClass::Item),
+        ps::RecordClass::InspectionResult => Ok(RecordClass::InspectionResult),
     }
 }
 
@@ -428,6 +443,7 @@ pub fn sharing_rule_to_wire(r: &SharingRule) -> ps::SharingRule {
         id: s.id.clone(),
         class: match s.class {
             RecordClass::Item => ps::RecordClass::Item,
+            RecordClass::InspectionResult => ps::RecordClass::InspectionResult,
         } as i32,
         provider: s.provider.clone(),
         readers: s.readers.clone(),

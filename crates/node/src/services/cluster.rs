@@ -300,6 +300,37 @@ impl ClusterService for ClusterSvc {
         .await
     }
 
+    async fn set_over_inspection_rule(
+        &self,
+        req: Request<SetOverInspectionRuleRequest>,
+    ) -> Result<Response<SetOverInspectionRuleResponse>, Status> {
+        let caller = require_admin(&req, "SetOverInspectionRule")?;
+        let admin_department = caller
+            .identity
+            .map_or_else(|| self.core.department.clone(), |i| i.department);
+        let r = req.into_inner();
+        let rule = convert::rule_from_wire("rule", r.rule.as_ref()).map_err(NodeError::from)?;
+        let span = rpc::span(
+            &self.core,
+            "ClusterService/SetOverInspectionRule",
+            &r.request_id,
+        );
+        async {
+            let command = Command::SetOverInspectionRule { rule };
+            match propose_admin(&self.core, admin_department, &r.request_id, command).await? {
+                (Outcome::OverInspectionRule(rule), header) => {
+                    Ok(Response::new(SetOverInspectionRuleResponse {
+                        header,
+                        rule: Some(convert::rule_to_wire(&rule)),
+                    }))
+                }
+                (other, _) => Err(rpc::unexpected(other)),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
     async fn audit_head(
         &self,
         req: Request<AuditHeadRequest>,

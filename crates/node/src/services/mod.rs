@@ -3,6 +3,7 @@
 pub mod cluster;
 pub mod credit;
 pub mod entity;
+pub mod inspection;
 pub mod item;
 pub mod raft;
 pub mod sharing;

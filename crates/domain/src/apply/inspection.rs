@@ -1,0 +1,456 @@
+//! Apply for rosters, plans, the draw, joint tasks, results, ad-hoc inspections and
+//! the over-inspection alert.
+
+use super::*;
+use crate::credit::{TierPolicy, TierState};
+use crate::entity::Entity;
+use crate::inspection::{
+    self, Alert, Assignment, Candidate, Draw, DrawInput, InspectionEvent, Inspector, InspectorSpec,
+    OverInspectionRule, Plan, PlanSpec, PlanStatus, ResultSpec, Task, TaskPart, TaskStatus,
+};
+
+const DAY_MS: i64 = 86_400_000;
+
+fn rule(tx: &Tx) -> Result<OverInspectionRule, Failure> {
+    Ok(tx.get(keys::OVER_INSPECTION_RULE)?.unwrap_or_default())
+}
+
+fn policy(tx: &Tx) -> Result<Option<TierPolicy>, Failure> {
+    Ok(tx.get(keys::POLICY)?)
+}
+
+pub(super) fn put_inspector(tx: &mut Tx, spec: &InspectorSpec) -> Result<Outcome, Failure> {
+    spec.validate("inspector")?;
+    let inspector = Inspector {
+        department: tx.env.actor.clone(),
+        spec: spec.clone(),
+        updated_revision: tx.revision,
+    };
+    tx.put(keys::inspector(&inspector.department, &spec.id), &inspector);
+    tx.emit(
+        RecordKind::Inspector,
+        format!("{}/{}", inspector.department, spec.id),
+        "inspector.updated",
+        vec![inspector.department.clone()],
+        EventRecord::Inspector(inspector.clone()),
+    );
+    Ok(Outcome::Inspector(inspector))
+}
+
+/// The sampling ratio (basis points) of each tier of the policy: the plan's override,
+/// or the middle of the policy's range.
+fn ratios(spec: &PlanSpec, policy: &TierPolicy) -> Result<Vec<(String, u32)>, DomainError> {
+    for (i, o) in spec.ratio_overrides.iter().enumerate() {
+        let Some(t) = policy.spec.tiers.iter().find(|t| t.name == o.tier) else {
+            return Err(DomainError::invalid(
+                format!("plan.ratio_overrides[{i}].tier"),
+                format!("{} is not a tier of policy v{}", o.tier, policy.version),
+            ));
+        };
+        let (lo, hi) = (t.sampling_min_pct * 100, t.sampling_max_pct * 100);
+        if o.ratio_bp < lo || o.ratio_bp > hi {
+            return Err(DomainError::invalid(
+                format!("plan.ratio_overrides[{i}].ratio_bp"),
+                format!(
+                    "{} is outside tier {}'s range {lo}-{hi} (policy v{})",
+                    o.ratio_bp, t.name, policy.version
+                ),
+            ));
+        }
+    }
+    Ok(policy
+        .spec
+        .tiers
+        .iter()
+        .map(|t| {
+            let bp = spec
+                .ratio_overrides
+                .iter()
+                .find(|o| o.tier == t.name)
+                .map_or((t.sampling_min_pct + t.sampling_max_pct) * 50, |o| {
+                    o.ratio_bp
+                });
+            (t.name.clone(), bp)
+        })
+        .collect())
+}
+
+pub(super) fn create_plan(tx: &mut Tx, spec: &PlanSpec) -> Result<Outcome, Failure> {
+    spec.validate("plan")?;
+    let lead = tx.env.actor.clone();
+    if !spec.participants.contains(&lead) {
+        return Err(DomainError::invalid(
+            "plan.participants",
+            format!("must include the lead department {lead}"),
+        )
+        .into());
+    }
+    let mut items = vec![];
+    for (i, id) in spec.items.iter().enumerate() {
+        let item = tx
+            .get::<Item>(&keys::item(id))?
+            .filter(|it| it.published_version > 0)
+            .ok_or_else(|| {
+                DomainError::invalid(
+                    format!("plan.items[{i}]"),
+                    format!("{id} is not a published item"),
+                )
+            })?;
+        items.push(item);
+    }
+    for (i, d) in spec.participants.iter().enumerate() {
+        if tx.get::<Department>(&keys::department(d))?.is_none() {
+            return Err(DomainError::invalid(
+                format!("plan.participants[{i}]"),
+                format!("unknown department {d}"),
+            )
+            .into());
+        }
+        if !items.iter().any(|it| it.departments().contains(d)) {
+            return Err(DomainError::invalid(
+                format!("plan.participants[{i}]"),
+                format!("{d} leads or cooperates on none of the plan's items"),
+            )
+            .into());
+        }
+    }
+    if let Some(p) = policy(tx)? {
+        ratios(spec, &p)?;
+    }
+    let plan = Plan {
+        id: format!("plan-{}", tx.revision),
+        lead,
+        spec: spec.clone(),
+        status: PlanStatus::Planned,
+        created_revision: tx.revision,
+        updated_revision: tx.revision,
+    };
+    tx.put(keys::plan(&plan.id), &plan);
+    tx.emit(
+        RecordKind::Plan,
+        plan.id.clone(),
+        "plan.created",
+        plan.spec.participants.clone(),
+        EventRecord::Plan(plan.clone()),
+    );
+    Ok(Outcome::Plan(plan))
+}
+
+pub(super) fn plan(tx: &Tx, id: &str) -> Result<Plan, Failure> {
+    tx.get::<Plan>(&keys::plan(id))?
+        .ok_or_else(|| DomainError::not_found("plan", id).into())
+}
+
+/// The entities matching the plan's filter, with their tiers, sorted by code.
+fn population(tx: &Tx, spec: &PlanSpec) -> Result<Vec<Candidate>, Failure> {
+    let mut out = vec![];
+    let mut after: Option<String> = None;
+    loop {
+        let batch = tx.base.scan(keys::ENTITY, after.as_deref(), 512)?;
+        for (k, v) in &batch {
+            let e: Entity = decode(k, v)?;
+            let tier: Option<TierState> = tx.get(&keys::tier(&e.spec.uscc))?;
+            let Some(tier) = tier else { continue };
+            let ok = (spec.districts.is_empty() || spec.districts.contains(&e.spec.district))
+                && (spec.industries.is_empty() || spec.industries.contains(&e.spec.industry))
+                && (spec.tiers.is_empty() || spec.tiers.contains(&tier.tier))
+                && e.spec.licence == crate::entity::LicenceStatus::Active;
+            if ok {
+                out.push(Candidate {
+                    uscc: e.spec.uscc,
+                    tier: tier.tier,
+                });
+            }
+        }
+        match batch.last() {
+            Some((k, _)) if batch.len() == 512 => after = Some(k.clone()),
+            _ => return Ok(out),
+        }
+    }
+}
+
+fn active_inspectors(tx: &Tx, department: &str) -> Result<Vec<String>, Failure> {
+    let mut out = vec![];
+    for (k, v) in tx.base.scan(&keys::inspectors(department), None, 10_000)? {
+        let i: Inspector = decode(&k, &v)?;
+        if i.spec.active {
+            out.push(i.spec.id);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+pub(super) fn draw_plan(tx: &mut Tx, plan_id: &str) -> Result<Outcome, Failure> {
+    let mut plan = plan(tx, plan_id)?;
+    if plan.status != PlanStatus::Planned {
+        return Err(DomainError::precondition(format!("{plan_id} is already drawn")).into());
+    }
+    let policy = policy(tx)?.ok_or_else(|| DomainError::precondition("no tier policy"))?;
+    let ratios = ratios(&plan.spec, &policy)?;
+    let population = population(tx, &plan.spec)?;
+    let mut rosters = vec![];
+    for d in &plan.spec.participants {
+        let roster = active_inspectors(tx, d)?;
+        if roster.is_empty() {
+            return Err(DomainError::precondition(format!(
+                "{d} has no active inspector on its roster"
+            ))
+            .into());
+        }
+        rosters.push((d.clone(), roster));
+    }
+    let seed = inspection::seed(plan_id, tx.revision, tx.now());
+    let (tiers, entities, assignments) = inspection::draw(&DrawInput {
+        plan: &plan,
+        seed: &seed,
+        population: &population,
+        ratios: &ratios,
+        rosters: &rosters,
+    });
+    let mut draw = Draw {
+        plan_id: plan_id.to_string(),
+        algorithm: inspection::ALGORITHM.to_string(),
+        seed,
+        revision: tx.revision,
+        timestamp_ms: tx.now(),
+        population_hash: inspection::population_hash(&population),
+        population,
+        tiers,
+        entities,
+        assignments,
+        rosters,
+        digest: String::new(),
+    };
+    draw.digest = draw.compute_digest();
+    let items: Vec<Item> = plan
+        .spec
+        .items
+        .iter()
+        .map(|id| tx.get::<Item>(&keys::item(id)))
+        .collect::<Result<Vec<Option<Item>>, _>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut tasks = vec![];
+    for (n, uscc) in draw.entities.iter().enumerate() {
+        let parts = plan
+            .spec
+            .participants
+            .iter()
+            .map(|d| TaskPart {
+                department: d.clone(),
+                items: items
+                    .iter()
+                    .filter(|it| it.departments().contains(d))
+                    .map(|it| it.id.clone())
+                    .collect(),
+                inspectors: draw
+                    .assignments
+                    .iter()
+                    .find(|a: &&Assignment| &a.uscc == uscc && &a.department == d)
+                    .map(|a| a.inspectors.clone())
+                    .unwrap_or_default(),
+                result: None,
+                submitted_revision: 0,
+                submitted_at_ms: 0,
+            })
+            .collect();
+        let task = Task {
+            id: format!("task-{}-{}", tx.revision, n + 1),
+            plan_id: plan_id.to_string(),
+            uscc: uscc.clone(),
+            parts,
+            status: TaskStatus::Open,
+            created_revision: tx.revision,
+            updated_revision: tx.revision,
+        };
+        tx.put(keys::task(&task.id), &task);
+        tx.writes
+            .insert(keys::task_by_plan(plan_id, &task.id), Some(vec![]));
+        tx.emit(
+            RecordKind::Task,
+            task.id.clone(),
+            "task.created",
+            plan.spec.participants.clone(),
+            EventRecord::Task(task.clone()),
+        );
+        tasks.push(task);
+    }
+    plan.status = PlanStatus::Drawn;
+    plan.updated_revision = tx.revision;
+    tx.put(keys::plan(plan_id), &plan);
+    tx.put(keys::draw(plan_id), &draw);
+    tx.emit(
+        RecordKind::Plan,
+        plan.id.clone(),
+        "plan.drawn",
+        plan.spec.participants.clone(),
+        EventRecord::Plan(plan.clone()),
+    );
+    Ok(Outcome::Drawn {
+        plan,
+        draw: Box::new(draw),
+        tasks,
+    })
+}
+
+pub(super) fn task(tx: &Tx, id: &str) -> Result<Task, Failure> {
+    tx.get::<Task>(&keys::task(id))?
+        .ok_or_else(|| DomainError::not_found("task", id).into())
+}
+
+pub(super) fn submit_result(
+    tx: &mut Tx,
+    task_id: &str,
+    result: &ResultSpec,
+) -> Result<Outcome, Failure> {
+    result.validate("result")?;
+    let mut task = task(tx, task_id)?;
+    let actor = tx.env.actor.clone();
+    let Some(index) = task.parts.iter().position(|p| p.department == actor) else {
+        return Err(DomainError::denied(format!("{actor} takes no part in {task_id}")).into());
+    };
+    if let Some(existing) = &task.parts[index].result {
+        if existing == result {
+            // The same result again: nothing to do (a retry under a new request id).
+            return Ok(Outcome::Submitted { task, alert: None });
+        }
+        return Err(DomainError::precondition(format!(
+            "{actor} already filed its result for {task_id} at revision {}",
+            task.parts[index].submitted_revision
+        ))
+        .into());
+    }
+    if task.status == TaskStatus::Completed {
+        return Err(DomainError::precondition(format!("{task_id} is completed")).into());
+    }
+    for (i, inspector) in result.inspectors.iter().enumerate() {
+        if !task.parts[index].inspectors.contains(inspector) {
+            return Err(DomainError::invalid(
+                format!("result.inspectors[{i}]"),
+                format!("{inspector} was not drawn for {actor}'s part of {task_id}"),
+            )
+            .into());
+        }
+    }
+    let first_result = task.parts.iter().all(|p| p.result.is_none());
+    let part = &mut task.parts[index];
+    part.result = Some(result.clone());
+    part.submitted_revision = tx.revision;
+    part.submitted_at_ms = tx.now();
+    if task.parts.iter().all(|p| p.result.is_some()) {
+        task.status = TaskStatus::Completed;
+    }
+    task.updated_revision = tx.revision;
+    tx.put(keys::task(task_id), &task);
+    tx.put(
+        keys::result(&task.uscc, tx.revision, &actor),
+        &(task.id.clone(), actor.clone(), result.clone(), tx.now()),
+    );
+    let departments: Vec<String> = task.parts.iter().map(|p| p.department.clone()).collect();
+    tx.emit(
+        RecordKind::Task,
+        task.id.clone(),
+        if task.status == TaskStatus::Completed {
+            "task.completed"
+        } else {
+            "task.result_filed"
+        },
+        departments.clone(),
+        EventRecord::Task(task.clone()),
+    );
+    // The joint visit counts as one inspection, when its first result is filed.
+    let alert = if first_result {
+        record_event(tx, &task.uscc, departments, task.id.clone(), String::new())?.1
+    } else {
+        None
+    };
+    Ok(Outcome::Submitted { task, alert })
+}
+
+pub(super) fn record_inspection(tx: &mut Tx, uscc: &str, note: &str) -> Result<Outcome, Failure> {
+    crate::uscc::validate("uscc", uscc)?;
+    validate::required_text("note", note, MAX_TEXT_CHARS)?;
+    if tx.get::<Entity>(&keys::entity(uscc))?.is_none() {
+        return Err(
+            DomainError::invalid("uscc", format!("no entity {uscc} in the directory")).into(),
+        );
+    }
+    let source = format!("adhoc-{}", tx.revision);
+    let by = vec![tx.env.actor.clone()];
+    let (event, alert) = record_event(tx, uscc, by, source, note.to_string())?;
+    Ok(Outcome::Inspected { event, alert })
+}
+
+/// Records one inspection of `uscc` and raises the over-inspection alert when this
+/// inspection is the one that meets the rule.
+fn record_event(
+    tx: &mut Tx,
+    uscc: &str,
+    departments: Vec<String>,
+    source: String,
+    note: String,
+) -> Result<(InspectionEvent, Option<Alert>), Failure> {
+    let rule = rule(tx)?;
+    let event = InspectionEvent {
+        uscc: uscc.to_string(),
+        departments,
+        source,
+        at_ms: tx.now(),
+        revision: tx.revision,
+        note,
+    };
+    let since = tx.now() - rule.window_days as i64 * DAY_MS;
+    let start = keys::inspection_event(uscc, since - 1, u64::MAX);
+    let mut window: Vec<InspectionEvent> = vec![];
+    for (k, v) in tx
+        .base
+        .scan(&keys::inspection_events(uscc), Some(&start), 100_000)?
+    {
+        let e: InspectionEvent = decode(&k, &v)?;
+        if e.at_ms >= since {
+            window.push(e);
+        }
+    }
+    let before = rule.met_by(&window);
+    window.push(event.clone());
+    tx.put(
+        keys::inspection_event(uscc, event.at_ms, event.revision),
+        &event,
+    );
+    if before || !rule.met_by(&window) {
+        return Ok((event, None));
+    }
+    let mut departments: Vec<String> = window.iter().flat_map(|e| e.departments.clone()).collect();
+    departments.sort();
+    departments.dedup();
+    let alert = Alert {
+        id: format!("alert-{}", tx.revision),
+        uscc: uscc.to_string(),
+        inspections: window.len() as u32,
+        departments: departments.clone(),
+        window_days: rule.window_days,
+        sources: window.iter().map(|e| e.source.clone()).collect(),
+        revision: tx.revision,
+        at_ms: tx.now(),
+    };
+    tx.put(keys::alert(&alert.id), &alert);
+    for d in &departments {
+        tx.put(keys::inbox(d, tx.revision), &alert.id);
+    }
+    tx.emit(
+        RecordKind::Alert,
+        alert.id.clone(),
+        "alert.over_inspection",
+        departments,
+        EventRecord::Alert(alert.clone()),
+    );
+    Ok((event, Some(alert)))
+}
+
+pub(super) fn set_rule(tx: &mut Tx, rule: &OverInspectionRule) -> Result<Outcome, Failure> {
+    rule.validate()?;
+    tx.put(keys::OVER_INSPECTION_RULE.to_string(), rule);
+    Ok(Outcome::OverInspectionRule(rule.clone()))
+}
