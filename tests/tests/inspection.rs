@@ -330,5 +330,16 @@ async fn plan_draw_tasks_results_and_alert_across_the_cluster() {
         .into_inner()
         .results;
     assert_eq!(seen.len(), 2);
+    // "One public": the plan's published results, for any member.
+    let public = inspections(&c, JUST)
+        .list_public_results(ListPublicResultsRequest {
+            plan_id: plan.id.clone(),
+            read: at_least(revision),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(public.len(), 2);
     c.shutdown().await;
 }

@@ -489,3 +489,22 @@ pub fn verify_draw(view: &dyn StateRead, plan_id: &str) -> Result<Vec<String>, F
     }
     Ok(problems)
 }
+
+/// The results of a plan's tasks flagged for publication ("one public").
+pub fn public_results(view: &dyn StateRead, plan_id: &str) -> Result<Vec<FiledResult>, Failure> {
+    let mut out = vec![];
+    for task in tasks(view, plan_id)? {
+        for part in &task.parts {
+            if let Some(result) = part.result.as_ref().filter(|r| r.public) {
+                out.push(FiledResult {
+                    task_id: task.id.clone(),
+                    department: part.department.clone(),
+                    result: result.clone(),
+                    at_ms: part.submitted_at_ms,
+                    revision: part.submitted_revision,
+                });
+            }
+        }
+    }
+    Ok(out)
+}

@@ -306,6 +306,23 @@ impl InspectionService for InspectionSvc {
         }))
     }
 
+    async fn list_public_results(
+        &self,
+        req: Request<ListPublicResultsRequest>,
+    ) -> Result<Response<RecentResultsResponse>, Status> {
+        let timeout = timeout_of(&req, &self.core);
+        let r = req.into_inner();
+        check_id("plan_id", &r.plan_id, "plan")?;
+        let revision = self.core.read_barrier(r.read.as_ref(), timeout).await?;
+        query::plan(&self.core.reader, &r.plan_id).map_err(NodeError::from)?;
+        let results =
+            query::public_results(&self.core.reader, &r.plan_id).map_err(NodeError::from)?;
+        Ok(Response::new(RecentResultsResponse {
+            header: header(&self.core, revision, false),
+            results: results.iter().map(convert::filed_result_to_wire).collect(),
+        }))
+    }
+
     async fn list_inbox(
         &self,
         req: Request<ListInboxRequest>,
