@@ -194,6 +194,7 @@ async fn plan_draw_tasks_results_and_alert_across_the_cluster() {
     assert_eq!((c_tier.population, c_tier.drawn), (6, 3));
     assert_eq!(drawn.tasks.len(), draw.entities.len());
     // The same draw on every node, and it verifies everywhere.
+    let mut snapshots = vec![];
     for id in 1..=6 {
         let mut client = inspections(&c, id);
         let d = client
@@ -206,7 +207,14 @@ async fn plan_draw_tasks_results_and_alert_across_the_cluster() {
             .into_inner()
             .draw
             .unwrap();
-        assert_eq!(d, draw, "node {id}");
+        // The DrawPlan answer leaves out the population snapshot; the rest matches.
+        assert_eq!(d.population_size, 10, "node {id}");
+        assert_eq!(
+            (&d.seed, &d.entities, &d.assignments, &d.digest),
+            (&draw.seed, &draw.entities, &draw.assignments, &draw.digest),
+            "node {id}"
+        );
+        snapshots.push(d);
         let v = client
             .verify_draw(VerifyDrawRequest {
                 plan_id: plan.id.clone(),
@@ -217,6 +225,8 @@ async fn plan_draw_tasks_results_and_alert_across_the_cluster() {
             .into_inner();
         assert!(v.verified, "node {id}: {:?}", v.problems);
     }
+
+    assert!(snapshots.iter().all(|s| s == &snapshots[0]));
 
     // Results for the first task: a stranger is refused; each part files once.
     let task = drawn.tasks[0].clone();
@@ -261,6 +271,38 @@ async fn plan_draw_tasks_results_and_alert_across_the_cluster() {
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
 
+    // A non-public result of another task is not shown to departments outside it.
+    if let Some(other) = drawn.tasks.get(1) {
+        let part = other.parts.iter().find(|p| p.department == "SAMR").unwrap();
+        inspections(&c, SAMR)
+            .submit_result(SubmitResultRequest {
+                request_id: "r-private".into(),
+                task_id: other.id.clone(),
+                result: Some(InspectionResult {
+                    outcome: Outcome::NonCompliant as i32,
+                    findings: "台账不全".into(),
+                    inspectors: part.inspectors.clone(),
+                    public: false,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+        for (node, sees) in [(TRANS, true), (JUST, false)] {
+            let t = inspections(&c, node)
+                .get_task(GetTaskRequest {
+                    id: other.id.clone(),
+                    read: concord_tests::read(concord_proto::common::v1::Consistency::Linearizable),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .task
+                .unwrap();
+            let samr = t.parts.iter().find(|p| p.department == "SAMR").unwrap();
+            assert_eq!(samr.result.is_some(), sees, "node {node}");
+        }
+    }
     // Over-inspection: the joint visit counts once; two ad-hoc inspections by two
     // more departments reach 3 inspections by ≥ 2 departments — the alert.
     c.admin(c.must_leader().await)

@@ -3,8 +3,9 @@
 //! entity, results per department, and the over-inspection alert.
 //!
 //! **The draw (algorithm `sha256-rank-v1`).** The seed is
-//! `SHA-256("concord-draw-v1" ‖ plan id ‖ revision ‖ timestamp)` of the log entry
-//! that draws. The population (entities matching the plan's filter, with their
+//! `SHA-256("concord-draw-v1" ‖ plan id ‖ revision ‖ timestamp ‖ audit chain head
+//! before the draw)` of the log entry that draws: nobody knows it before the entry
+//! is applied, and it commits to the whole history before it. The population (entities matching the plan's filter, with their
 //! tiers) is snapshotted into the draw. Per tier, `k = round(n × ratio_bp / 10000)`
 //! entities are drawn: those with the smallest `SHA-256(seed ‖ uscc)`. Per entity
 //! and participating department, the inspectors are the active, non-conflicted ones
@@ -15,6 +16,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::credit::TierPolicy;
 use crate::validate::{self, MAX_NAME_CHARS, MAX_SHORT_CHARS, MAX_TEXT_CHARS};
 use crate::DomainError;
 
@@ -187,6 +189,12 @@ impl PlanSpec {
         for (i, c) in self.conflicts.iter().enumerate() {
             let p = |n: &str| f(&format!("conflicts[{i}].{n}"));
             validate::department_code(&p("department"), &c.department)?;
+            if !self.participants.contains(&c.department) {
+                return Err(DomainError::invalid(
+                    p("department"),
+                    format!("{} does not take part in the plan", c.department),
+                ));
+            }
             validate_inspector_id(&p("inspector"), &c.inspector)?;
             crate::uscc::validate(&p("uscc"), &c.uscc)?;
         }
@@ -243,6 +251,12 @@ pub struct Draw {
     pub seed: String,
     pub revision: u64,
     pub timestamp_ms: i64,
+    /// The audit chain head before the draw's own record (part of the seed).
+    pub chain_hash: String,
+    /// The tier policy version the tiers and ratios come from.
+    pub policy_version: u32,
+    /// SHA-256 of the plan as drawn (its conflicts and inspector count included).
+    pub plan_hash: String,
     /// The population, sorted by code, as it stood at `revision`.
     pub population: Vec<Candidate>,
     pub population_hash: String,
@@ -265,13 +279,18 @@ fn hex_sha(parts: &[&[u8]]) -> String {
     hex::encode(h.finalize())
 }
 
-pub fn seed(plan_id: &str, revision: u64, timestamp_ms: i64) -> String {
+pub fn seed(plan_id: &str, revision: u64, timestamp_ms: i64, chain_hash: &str) -> String {
     hex_sha(&[
         b"concord-draw-v1",
         plan_id.as_bytes(),
         &revision.to_be_bytes(),
         &timestamp_ms.to_be_bytes(),
+        chain_hash.as_bytes(),
     ])
+}
+
+pub fn plan_hash(spec: &PlanSpec) -> String {
+    hex_sha(&[b"plan", &serde_json::to_vec(spec).unwrap_or_default()])
 }
 
 pub fn population_hash(population: &[Candidate]) -> String {
@@ -318,7 +337,7 @@ pub fn draw(input: &DrawInput) -> (Vec<TierSample>, Vec<String>, Vec<Assignment>
         });
     }
     chosen.sort();
-    let mut assignments = vec![];
+    let mut assignments = Vec::with_capacity(chosen.len() * input.rosters.len());
     for uscc in &chosen {
         for (dept, roster) in input.rosters {
             let mut ranked: Vec<(String, &String)> =
@@ -360,6 +379,44 @@ impl Draw {
         d.digest = String::new();
         hex_sha(&[b"draw", &serde_json::to_vec(&d).unwrap_or_default()])
     }
+}
+
+/// The sampling ratio (basis points) of each tier of the policy: the plan's override,
+/// or the middle of the policy's range.
+pub fn ratios(spec: &PlanSpec, policy: &TierPolicy) -> Result<Vec<(String, u32)>, DomainError> {
+    for (i, o) in spec.ratio_overrides.iter().enumerate() {
+        let Some(t) = policy.spec.tiers.iter().find(|t| t.name == o.tier) else {
+            return Err(DomainError::invalid(
+                format!("plan.ratio_overrides[{i}].tier"),
+                format!("{} is not a tier of policy v{}", o.tier, policy.version),
+            ));
+        };
+        let (lo, hi) = (t.sampling_min_pct * 100, t.sampling_max_pct * 100);
+        if o.ratio_bp < lo || o.ratio_bp > hi {
+            return Err(DomainError::invalid(
+                format!("plan.ratio_overrides[{i}].ratio_bp"),
+                format!(
+                    "{} is outside tier {}'s range {lo}-{hi} (policy v{})",
+                    o.ratio_bp, t.name, policy.version
+                ),
+            ));
+        }
+    }
+    Ok(policy
+        .spec
+        .tiers
+        .iter()
+        .map(|t| {
+            let bp = spec
+                .ratio_overrides
+                .iter()
+                .find(|o| o.tier == t.name)
+                .map_or((t.sampling_min_pct + t.sampling_max_pct) * 50, |o| {
+                    o.ratio_bp
+                });
+            (t.name.clone(), bp)
+        })
+        .collect())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -456,11 +456,30 @@ pub fn verify_draw(view: &dyn StateRead, plan_id: &str) -> Result<Vec<String>, F
     if d.algorithm != inspection::ALGORITHM {
         problems.push(format!("unknown algorithm {}", d.algorithm));
     }
-    if d.seed != inspection::seed(plan_id, d.revision, d.timestamp_ms) {
+    if d.seed != inspection::seed(plan_id, d.revision, d.timestamp_ms, &d.chain_hash) {
         problems.push("the seed is not the one its log entry gives".to_string());
     }
     if d.population_hash != inspection::population_hash(&d.population) {
         problems.push("the population does not match its hash".to_string());
+    }
+    if d.plan_hash != inspection::plan_hash(&plan.spec) {
+        problems.push("the plan is not the one that was drawn".to_string());
+    }
+    match tier_policy(view, d.policy_version) {
+        Ok(policy) => {
+            let stored: Vec<(String, u32)> = d
+                .tiers
+                .iter()
+                .map(|t| (t.tier.clone(), t.ratio_bp))
+                .collect();
+            if inspection::ratios(&plan.spec, &policy).ok() != Some(stored) {
+                problems.push(format!(
+                    "the sampling ratios are not those of the plan under policy v{}",
+                    d.policy_version
+                ));
+            }
+        }
+        Err(_) => problems.push(format!("policy v{} is unknown", d.policy_version)),
     }
     let ratios: Vec<(String, u32)> = d
         .tiers
@@ -480,12 +499,22 @@ pub fn verify_draw(view: &dyn StateRead, plan_id: &str) -> Result<Vec<String>, F
     if d.digest != d.compute_digest() {
         problems.push("the draw does not match its digest".to_string());
     }
+    // The draw's audit record must carry its digest, link to the chain head the
+    // seed used, and be intact where it stands in the chain.
     let audited: Option<crate::audit::AuditRecord> = get_typed(view, &keys::audit(d.revision))?;
-    if audited.is_none_or(|a| a.basis != format!("draw {}", d.digest)) {
-        problems.push(format!(
-            "the audit record of revision {} does not carry this draw's digest",
+    match audited {
+        Some(a) if a.basis == format!("draw {}", d.digest) && a.prev_hash == d.chain_hash => {
+            if let Some((rev, why)) = crate::audit::verify(view, d.revision, d.revision, 1)?.broken
+            {
+                problems.push(format!(
+                    "the audit chain is broken at revision {rev}: {why}"
+                ));
+            }
+        }
+        _ => problems.push(format!(
+            "the audit record of revision {} does not carry this draw's digest and chain head",
             d.revision
-        ));
+        )),
     }
     Ok(problems)
 }

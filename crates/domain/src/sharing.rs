@@ -243,10 +243,10 @@ impl Scope {
             | EventRecord::Tier(_)
             | EventRecord::TierPolicy(_)
             | EventRecord::Listing(_)
-            | EventRecord::Inspector(_)
-            | EventRecord::Plan(_) => true,
-            // Tasks carry results, and alerts go to the departments involved.
-            EventRecord::Task(_) | EventRecord::Alert(_) => {
+            | EventRecord::Inspector(_) => true,
+            // Plans name conflicts of interest, tasks carry results, and alerts go
+            // to the departments involved.
+            EventRecord::Plan(_) | EventRecord::Task(_) | EventRecord::Alert(_) => {
                 e.departments.iter().any(|d| *d == self.department)
             }
             // Judged by the version the event carries: a department dropped from

@@ -100,6 +100,9 @@ pub mod keys {
     pub fn results(uscc: &str) -> String {
         format!("{RESULT}{uscc}/")
     }
+    pub fn last_alert(uscc: &str) -> String {
+        format!("alertlast/{uscc}")
+    }
     pub fn alert(id: &str) -> String {
         format!("{ALERT}{id}")
     }

@@ -309,3 +309,63 @@ fn the_over_inspection_alert_fires_exactly_at_the_threshold_into_each_inbox() {
     w.now += 31 * 86_400_000;
     assert!(inspect(&mut w, "SAMR", 6).is_none());
 }
+
+#[test]
+fn a_lead_draws_once_per_items_and_period_and_needs_enough_inspectors() {
+    let mut w = World::new();
+    let first = planned(&mut w);
+    let item = query::plan(&w.state, &first).unwrap().spec.items[0].clone();
+    drawn(&mut w, &first);
+    // A second plan over the same item and period: created, but never drawn.
+    let second = match w
+        .run(
+            "SAMR",
+            "plan-2",
+            Command::CreatePlan {
+                plan: plan_spec(&item),
+            },
+        )
+        .result
+    {
+        Ok(Outcome::Plan(p)) => p.id,
+        other => panic!("{other:?}"),
+    };
+    let e = w.err("SAMR", Command::DrawPlan { plan_id: second });
+    assert!(
+        matches!(&e, DomainError::FailedPrecondition { reason } if reason.contains(&first)),
+        "{e:?}"
+    );
+    // A plan that needs two inspectors per department, with one on each roster.
+    let mut spec = plan_spec(&item);
+    spec.period_start_ms = 1_800_000_000_000;
+    spec.period_end_ms = 1_900_000_000_000;
+    spec.inspectors_per_department = 2;
+    let third = match w
+        .run("SAMR", "plan-3", Command::CreatePlan { plan: spec })
+        .result
+    {
+        Ok(Outcome::Plan(p)) => p.id,
+        other => panic!("{other:?}"),
+    };
+    let e = w.err("SAMR", Command::DrawPlan { plan_id: third });
+    assert!(
+        matches!(&e, DomainError::FailedPrecondition { reason } if reason.contains("eligible inspector")),
+        "{e:?}"
+    );
+    // Conflicts name only the plan's departments; unknown districts are refused.
+    let mut spec = plan_spec(&item);
+    spec.conflicts.push(concord_domain::inspection::Conflict {
+        department: "EMER".into(),
+        inspector: "i1".into(),
+        uscc: ENTITIES[0].0.into(),
+    });
+    let e = w.err("SAMR", Command::CreatePlan { plan: spec });
+    assert!(matches!(e, DomainError::InvalidArgument { .. }), "{e:?}");
+    let mut spec = plan_spec(&item);
+    spec.districts = vec!["太原".into()];
+    let e = w.err("SAMR", Command::CreatePlan { plan: spec });
+    assert!(
+        matches!(&e, DomainError::InvalidArgument { field, .. } if field == "plan.districts[0]"),
+        "{e:?}"
+    );
+}

@@ -5,7 +5,7 @@ use super::*;
 use crate::credit::{TierPolicy, TierState};
 use crate::entity::Entity;
 use crate::inspection::{
-    self, Alert, Assignment, Candidate, Draw, DrawInput, InspectionEvent, Inspector, InspectorSpec,
+    self, Alert, Candidate, Draw, DrawInput, InspectionEvent, Inspector, InspectorSpec,
     OverInspectionRule, Plan, PlanSpec, PlanStatus, ResultSpec, Task, TaskPart, TaskStatus,
 };
 
@@ -37,44 +37,6 @@ pub(super) fn put_inspector(tx: &mut Tx, spec: &InspectorSpec) -> Result<Outcome
     Ok(Outcome::Inspector(inspector))
 }
 
-/// The sampling ratio (basis points) of each tier of the policy: the plan's override,
-/// or the middle of the policy's range.
-fn ratios(spec: &PlanSpec, policy: &TierPolicy) -> Result<Vec<(String, u32)>, DomainError> {
-    for (i, o) in spec.ratio_overrides.iter().enumerate() {
-        let Some(t) = policy.spec.tiers.iter().find(|t| t.name == o.tier) else {
-            return Err(DomainError::invalid(
-                format!("plan.ratio_overrides[{i}].tier"),
-                format!("{} is not a tier of policy v{}", o.tier, policy.version),
-            ));
-        };
-        let (lo, hi) = (t.sampling_min_pct * 100, t.sampling_max_pct * 100);
-        if o.ratio_bp < lo || o.ratio_bp > hi {
-            return Err(DomainError::invalid(
-                format!("plan.ratio_overrides[{i}].ratio_bp"),
-                format!(
-                    "{} is outside tier {}'s range {lo}-{hi} (policy v{})",
-                    o.ratio_bp, t.name, policy.version
-                ),
-            ));
-        }
-    }
-    Ok(policy
-        .spec
-        .tiers
-        .iter()
-        .map(|t| {
-            let bp = spec
-                .ratio_overrides
-                .iter()
-                .find(|o| o.tier == t.name)
-                .map_or((t.sampling_min_pct + t.sampling_max_pct) * 50, |o| {
-                    o.ratio_bp
-                });
-            (t.name.clone(), bp)
-        })
-        .collect())
-}
-
 pub(super) fn create_plan(tx: &mut Tx, spec: &PlanSpec) -> Result<Outcome, Failure> {
     spec.validate("plan")?;
     let lead = tx.env.actor.clone();
@@ -85,19 +47,12 @@ pub(super) fn create_plan(tx: &mut Tx, spec: &PlanSpec) -> Result<Outcome, Failu
         )
         .into());
     }
-    let mut items = vec![];
-    for (i, id) in spec.items.iter().enumerate() {
-        let item = tx
-            .get::<Item>(&keys::item(id))?
-            .filter(|it| it.published_version > 0)
-            .ok_or_else(|| {
-                DomainError::invalid(
-                    format!("plan.items[{i}]"),
-                    format!("{id} is not a published item"),
-                )
-            })?;
-        items.push(item);
-    }
+    let items = published_items(tx, spec).map_err(|e| match e {
+        Failure::Refused(DomainError::FailedPrecondition { reason }) => {
+            DomainError::invalid("plan.items", reason).into()
+        }
+        other => other,
+    })?;
     for (i, d) in spec.participants.iter().enumerate() {
         if tx.get::<Department>(&keys::department(d))?.is_none() {
             return Err(DomainError::invalid(
@@ -115,7 +70,28 @@ pub(super) fn create_plan(tx: &mut Tx, spec: &PlanSpec) -> Result<Outcome, Failu
         }
     }
     if let Some(p) = policy(tx)? {
-        ratios(spec, &p)?;
+        inspection::ratios(spec, &p)?;
+        for (i, t) in spec.tiers.iter().enumerate() {
+            if !p.spec.tiers.iter().any(|d| &d.name == t) {
+                return Err(DomainError::invalid(
+                    format!("plan.tiers[{i}]"),
+                    format!("{t} is not a tier of policy v{}", p.version),
+                )
+                .into());
+            }
+        }
+    }
+    let districts: Vec<String> = tx
+        .get(keys::DISTRICTS)?
+        .unwrap_or_else(crate::entity::default_districts);
+    for (i, d) in spec.districts.iter().enumerate() {
+        if !districts.contains(d) {
+            return Err(DomainError::invalid(
+                format!("plan.districts[{i}]"),
+                format!("{d} is not one of {}", districts.join(", ")),
+            )
+            .into());
+        }
     }
     let plan = Plan {
         id: format!("plan-{}", tx.revision),
@@ -186,21 +162,31 @@ pub(super) fn draw_plan(tx: &mut Tx, plan_id: &str) -> Result<Outcome, Failure> 
     if plan.status != PlanStatus::Planned {
         return Err(DomainError::precondition(format!("{plan_id} is already drawn")).into());
     }
+    if tx.now() > plan.spec.period_end_ms {
+        return Err(DomainError::precondition(format!("the period of {plan_id} has ended")).into());
+    }
+    if tx.get::<String>(keys::RETIER_AFTER)?.is_some() {
+        return Err(DomainError::precondition(
+            "entities are being re-tiered under a new policy; draw when that has finished",
+        )
+        .into());
+    }
+    refuse_second_draw(tx, &plan)?;
     let policy = policy(tx)?.ok_or_else(|| DomainError::precondition("no tier policy"))?;
-    let ratios = ratios(&plan.spec, &policy)?;
+    let ratios = inspection::ratios(&plan.spec, &policy)?;
+    let items = published_items(tx, &plan.spec)?;
     let population = population(tx, &plan.spec)?;
     let mut rosters = vec![];
     for d in &plan.spec.participants {
-        let roster = active_inspectors(tx, d)?;
-        if roster.is_empty() {
-            return Err(DomainError::precondition(format!(
-                "{d} has no active inspector on its roster"
-            ))
-            .into());
-        }
-        rosters.push((d.clone(), roster));
+        rosters.push((d.clone(), active_inspectors(tx, d)?));
     }
-    let seed = inspection::seed(plan_id, tx.revision, tx.now());
+    let head = crate::audit::head(tx.base)?;
+    let chain_hash = if head.count == 0 {
+        crate::audit::GENESIS.to_string()
+    } else {
+        head.hash
+    };
+    let seed = inspection::seed(plan_id, tx.revision, tx.now(), &chain_hash);
     let (tiers, entities, assignments) = inspection::draw(&DrawInput {
         plan: &plan,
         seed: &seed,
@@ -208,12 +194,25 @@ pub(super) fn draw_plan(tx: &mut Tx, plan_id: &str) -> Result<Outcome, Failure> 
         ratios: &ratios,
         rosters: &rosters,
     });
+    let wanted = plan.spec.inspectors_per_department as usize;
+    if let Some(short) = assignments.iter().find(|a| a.inspectors.len() < wanted) {
+        return Err(DomainError::precondition(format!(
+            "{} has {} eligible inspector(s) for {}, the plan needs {wanted}",
+            short.department,
+            short.inspectors.len(),
+            short.uscc
+        ))
+        .into());
+    }
     let mut draw = Draw {
         plan_id: plan_id.to_string(),
         algorithm: inspection::ALGORITHM.to_string(),
         seed,
         revision: tx.revision,
         timestamp_ms: tx.now(),
+        chain_hash,
+        policy_version: policy.version,
+        plan_hash: inspection::plan_hash(&plan.spec),
         population_hash: inspection::population_hash(&population),
         population,
         tiers,
@@ -223,14 +222,10 @@ pub(super) fn draw_plan(tx: &mut Tx, plan_id: &str) -> Result<Outcome, Failure> 
         digest: String::new(),
     };
     draw.digest = draw.compute_digest();
-    let items: Vec<Item> = plan
-        .spec
-        .items
+    let by_pair: BTreeMap<(&str, &str), &Vec<String>> = draw
+        .assignments
         .iter()
-        .map(|id| tx.get::<Item>(&keys::item(id)))
-        .collect::<Result<Vec<Option<Item>>, _>>()?
-        .into_iter()
-        .flatten()
+        .map(|a| ((a.uscc.as_str(), a.department.as_str()), &a.inspectors))
         .collect();
     let mut tasks = vec![];
     for (n, uscc) in draw.entities.iter().enumerate() {
@@ -245,11 +240,9 @@ pub(super) fn draw_plan(tx: &mut Tx, plan_id: &str) -> Result<Outcome, Failure> 
                     .filter(|it| it.departments().contains(d))
                     .map(|it| it.id.clone())
                     .collect(),
-                inspectors: draw
-                    .assignments
-                    .iter()
-                    .find(|a: &&Assignment| &a.uscc == uscc && &a.department == d)
-                    .map(|a| a.inspectors.clone())
+                inspectors: by_pair
+                    .get(&(uscc.as_str(), d.as_str()))
+                    .map(|v| (*v).clone())
                     .unwrap_or_default(),
                 result: None,
                 submitted_revision: 0,
@@ -288,11 +281,64 @@ pub(super) fn draw_plan(tx: &mut Tx, plan_id: &str) -> Result<Outcome, Failure> 
         plan.spec.participants.clone(),
         EventRecord::Plan(plan.clone()),
     );
+    // The answer (also remembered for retries) leaves out the bulky snapshot, which
+    // GetDraw serves from the stored draw.
+    draw.population.clear();
+    draw.rosters.clear();
     Ok(Outcome::Drawn {
         plan,
         draw: Box::new(draw),
         tasks,
     })
+}
+
+/// The plan's items, each at its version in force; an item no longer published
+/// stops the draw.
+fn published_items(tx: &Tx, spec: &PlanSpec) -> Result<Vec<Item>, Failure> {
+    let mut out = vec![];
+    for id in &spec.items {
+        let head = tx.get::<Item>(&keys::item(id))?;
+        let in_force = match head {
+            Some(h) if h.published_version > 0 => {
+                tx.get::<Item>(&keys::item_version(id, h.published_version))?
+            }
+            _ => None,
+        };
+        out.push(
+            in_force
+                .ok_or_else(|| DomainError::precondition(format!("{id} is no longer published")))?,
+        );
+    }
+    Ok(out)
+}
+
+/// A lead draws once per set of items and period: a second plan over any of the
+/// same items, overlapping in time, cannot be drawn after the first was.
+fn refuse_second_draw(tx: &Tx, plan: &Plan) -> Result<(), Failure> {
+    let mut after: Option<String> = None;
+    loop {
+        let batch = tx.base.scan(keys::PLAN, after.as_deref(), 512)?;
+        for (k, v) in &batch {
+            let other: Plan = decode(k, v)?;
+            let overlaps = other.id != plan.id
+                && other.lead == plan.lead
+                && other.status == PlanStatus::Drawn
+                && other.spec.items.iter().any(|i| plan.spec.items.contains(i))
+                && other.spec.period_start_ms < plan.spec.period_end_ms
+                && plan.spec.period_start_ms < other.spec.period_end_ms;
+            if overlaps {
+                return Err(DomainError::precondition(format!(
+                    "{} by {} over the same items and period is already drawn",
+                    other.id, other.lead
+                ))
+                .into());
+            }
+        }
+        match batch.last() {
+            Some((k, _)) if batch.len() == 512 => after = Some(k.clone()),
+            _ => return Ok(()),
+        }
+    }
 }
 
 pub(super) fn task(tx: &Tx, id: &str) -> Result<Task, Failure> {
@@ -413,15 +459,19 @@ fn record_event(
             window.push(e);
         }
     }
-    let before = rule.met_by(&window);
     window.push(event.clone());
     tx.put(
         keys::inspection_event(uscc, event.at_ms, event.revision),
         &event,
     );
-    if before || !rule.met_by(&window) {
+    // One alert per entity and window: raised when the rule is met and no alert
+    // about this entity was raised within the window.
+    let last_alert: Option<i64> = tx.get(&keys::last_alert(uscc))?;
+    if !rule.met_by(&window) || last_alert.is_some_and(|t| t >= since) {
         return Ok((event, None));
     }
+    let now = tx.now();
+    tx.put(keys::last_alert(uscc), &now);
     let mut departments: Vec<String> = window.iter().flat_map(|e| e.departments.clone()).collect();
     departments.sort();
     departments.dedup();

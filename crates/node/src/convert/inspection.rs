@@ -149,7 +149,52 @@ pub fn draw_to_wire(d: &Draw) -> pi::Draw {
             })
             .collect(),
         digest: d.digest.clone(),
+        population: d
+            .population
+            .iter()
+            .map(|c| pi::Candidate {
+                uscc: c.uscc.clone(),
+                tier: c.tier.clone(),
+            })
+            .collect(),
+        rosters: d
+            .rosters
+            .iter()
+            .map(|(department, inspectors)| pi::Roster {
+                department: department.clone(),
+                inspectors: inspectors.clone(),
+            })
+            .collect(),
+        chain_hash: d.chain_hash.clone(),
+        policy_version: d.policy_version,
+        plan_hash: d.plan_hash.clone(),
     }
+}
+
+/// What a department outside the plan sees of it: no conflicts of interest.
+pub fn plan_for(p: &Plan, department: &str) -> pi::Plan {
+    let mut wire = plan_to_wire(p);
+    if !p.spec.participants.iter().any(|d| d == department) {
+        wire.conflicts.clear();
+    }
+    wire
+}
+
+/// What `department` may see of a task: results of other departments only when
+/// flagged public, unless it takes part or a sharing rule grants them.
+pub fn task_for(t: &Task, department: &str, granted: impl Fn(&str) -> bool) -> pi::Task {
+    let mut wire = task_to_wire(t);
+    let participant = t.parts.iter().any(|p| p.department == department);
+    if !participant {
+        for part in &mut wire.parts {
+            let visible =
+                part.result.as_ref().is_some_and(|r| r.public) || granted(&part.department);
+            if !visible {
+                part.result = None;
+            }
+        }
+    }
+    wire
 }
 
 fn outcome(field: &str, n: i32) -> Result<ResultOutcome, DomainError> {

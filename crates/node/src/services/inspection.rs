@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use concord_domain::sharing::RecordClass;
 use concord_domain::{query, uscc, validate, Command, DomainError, Outcome};
 use concord_proto::common::v1::ResponseHeader;
 use concord_proto::inspection::v1::inspection_service_server::InspectionService;
@@ -136,7 +137,7 @@ impl InspectionService for InspectionSvc {
         let plan = query::plan(&self.core.reader, &r.id).map_err(NodeError::from)?;
         Ok(Response::new(PlanResponse {
             header: header(&self.core, revision, false),
-            plan: Some(convert::plan_to_wire(&plan)),
+            plan: Some(convert::plan_for(&plan, &self.core.department)),
         }))
     }
 
@@ -170,7 +171,7 @@ impl InspectionService for InspectionSvc {
         let draw = query::draw(&self.core.reader, &r.plan_id).map_err(NodeError::from)?;
         Ok(Response::new(DrawResponse {
             header: header(&self.core, revision, false),
-            plan: Some(convert::plan_to_wire(&plan)),
+            plan: Some(convert::plan_for(&plan, &self.core.department)),
             draw: Some(convert::draw_to_wire(&draw)),
             tasks: vec![],
         }))
@@ -203,9 +204,14 @@ impl InspectionService for InspectionSvc {
         let revision = self.core.read_barrier(r.read.as_ref(), timeout).await?;
         query::plan(&self.core.reader, &r.plan_id).map_err(NodeError::from)?;
         let tasks = query::tasks(&self.core.reader, &r.plan_id).map_err(NodeError::from)?;
+        let scope = self.core.scope()?;
+        let granted = |d: &str| scope.is_granted(RecordClass::InspectionResult, d);
         Ok(Response::new(ListTasksResponse {
             header: header(&self.core, revision, false),
-            tasks: tasks.iter().map(convert::task_to_wire).collect(),
+            tasks: tasks
+                .iter()
+                .map(|t| convert::task_for(t, &self.core.department, granted))
+                .collect(),
         }))
     }
 
@@ -218,9 +224,11 @@ impl InspectionService for InspectionSvc {
         check_id("id", &r.id, "task")?;
         let revision = self.core.read_barrier(r.read.as_ref(), timeout).await?;
         let task = query::task(&self.core.reader, &r.id).map_err(NodeError::from)?;
+        let scope = self.core.scope()?;
+        let granted = |d: &str| scope.is_granted(RecordClass::InspectionResult, d);
         Ok(Response::new(TaskResponse {
             header: header(&self.core, revision, false),
-            task: Some(convert::task_to_wire(&task)),
+            task: Some(convert::task_for(&task, &self.core.department, granted)),
         }))
     }
 
