@@ -16,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "concord/entity/v1/entity.proto",
         "concord/credit/v1/credit.proto",
         "concord/inspection/v1/inspection.proto",
+        "concord/case/v1/case.proto",
         "concord/watch/v1/watch.proto",
         "concord/raft/v1/raft.proto",
     ];

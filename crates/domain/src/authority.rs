@@ -3,6 +3,7 @@
 //! item's lead and cooperating departments) and the envelope's principal, so every
 //! replica reaches the same verdict. Tests are generated from this table.
 
+use crate::case::Case;
 use crate::command::{Command, CommandKind, Envelope, Principal};
 use crate::credit::CreditRecord;
 use crate::department::{Department, Role};
@@ -38,10 +39,16 @@ pub enum Authority {
     Recorder,
     /// A department taking part in the plan or joint task concerned.
     Participant,
+    /// The department a case is with on the receiving side.
+    Receiver,
+    /// The department that pushed the case.
+    Originator,
+    /// A department with the ARBITER role (jurisdiction disputes).
+    Arbiter,
 }
 
 impl Authority {
-    pub const ALL: [Authority; 13] = [
+    pub const ALL: [Authority; 16] = [
         Authority::System,
         Authority::Admin,
         Authority::Anyone,
@@ -55,6 +62,9 @@ impl Authority {
         Authority::LicensingRegistrar,
         Authority::Recorder,
         Authority::Participant,
+        Authority::Receiver,
+        Authority::Originator,
+        Authority::Arbiter,
     ];
 
     pub fn describe(self) -> &'static str {
@@ -72,6 +82,9 @@ impl Authority {
             Authority::LicensingRegistrar => "the licensing registrar (LICENSING_REGISTRAR)",
             Authority::Recorder => "the recording department",
             Authority::Participant => "a department taking part in the task",
+            Authority::Receiver => "the department the case is with",
+            Authority::Originator => "the department that pushed the case",
+            Authority::Arbiter => "the arbiter (ARBITER)",
         }
     }
 }
@@ -105,6 +118,17 @@ pub fn authorities(kind: CommandKind) -> &'static [Authority] {
         CommandKind::SubmitResult => &[Participant],
         CommandKind::RecordInspection => &[AnyMember],
         CommandKind::SetOverInspectionRule => &[Admin],
+        CommandKind::PushCase => &[AnyMember],
+        CommandKind::AcknowledgeCase
+        | CommandKind::AcceptCase
+        | CommandKind::RejectCase
+        | CommandKind::ResolveCase => &[Receiver],
+        CommandKind::RerouteCase
+        | CommandKind::EscalateCase
+        | CommandKind::ConfirmCaseFeedback
+        | CommandKind::ReturnCaseForRework => &[Originator],
+        CommandKind::AssignCase => &[Arbiter],
+        CommandKind::SetCaseDeadlines => &[Admin],
     }
 }
 
@@ -122,6 +146,8 @@ pub struct Subject<'a> {
     pub recorder: Option<&'a str>,
     /// The departments with a part in the joint task acted on.
     pub participants: &'a [String],
+    /// The case acted on, if any.
+    pub case: Option<&'a Case>,
 }
 
 impl Subject<'_> {
@@ -154,6 +180,13 @@ impl Subject<'_> {
             Authority::Participant => {
                 dept.is_some_and(|d| self.participants.iter().any(|p| p == d.code()))
             }
+            Authority::Receiver => {
+                dept.is_some_and(|d| self.case.is_some_and(|c| c.to == d.code()))
+            }
+            Authority::Originator => {
+                dept.is_some_and(|d| self.case.is_some_and(|c| c.from == d.code()))
+            }
+            Authority::Arbiter => role(Role::Arbiter),
         }
     }
 }
@@ -202,12 +235,21 @@ pub fn authorize(view: &dyn StateRead, env: &Envelope) -> Result<(), Failure> {
         | Command::CreatePlan { .. }
         | Command::SubmitResult { .. }
         | Command::RecordInspection { .. }
-        | Command::SetOverInspectionRule { .. } => (None, vec![]),
+        | Command::SetOverInspectionRule { .. }
+        | Command::PushCase { .. }
+        | Command::CaseStep { .. }
+        | Command::SetCaseDeadlines { .. } => (None, vec![]),
         Command::DrawPlan { plan_id } => {
             let plan: Plan = get_typed(view, &keys::plan(plan_id))?
                 .ok_or_else(|| DomainError::not_found("plan", plan_id))?;
             (Some(plan.lead), vec![])
         }
+    };
+    let case: Option<Case> = match &env.command {
+        Command::CaseStep { id, .. } => Some(
+            get_typed(view, &keys::case(id))?.ok_or_else(|| DomainError::not_found("case", id))?,
+        ),
+        _ => None,
     };
     let participants: Vec<String> = match &env.command {
         Command::CreatePlan { plan } => plan.participants.clone(),
@@ -241,6 +283,7 @@ pub fn authorize(view: &dyn StateRead, env: &Envelope) -> Result<(), Failure> {
         provider,
         recorder: recorder.as_deref(),
         participants: &participants,
+        case: case.as_ref(),
     };
     if allowed.iter().any(|a| subject.holds(*a)) {
         return Ok(());

@@ -1,5 +1,6 @@
 use serde::{Deserialize, Serialize};
 
+use crate::case::{Case, CaseAction, CaseSpec, DeadlinePolicy};
 use crate::credit::{CreditRecord, CreditRecordSpec, TierPolicy, TierPolicySpec, TierState};
 use crate::department::{Department, DepartmentSpec};
 use crate::entity::{Entity, EntitySpec, Listing, ListingSpec};
@@ -163,6 +164,18 @@ pub enum Command {
     SetOverInspectionRule {
         rule: OverInspectionRule,
     },
+    /// Hands a case to one or more departments (one linked case per receiver).
+    PushCase {
+        case: CaseSpec,
+    },
+    /// One step of the closed loop on a case.
+    CaseStep {
+        id: String,
+        action: CaseAction,
+    },
+    SetCaseDeadlines {
+        policy: DeadlinePolicy,
+    },
 }
 
 /// Every kind of command, for the authority matrix and the audit trail.
@@ -194,10 +207,21 @@ pub enum CommandKind {
     SubmitResult,
     RecordInspection,
     SetOverInspectionRule,
+    PushCase,
+    AcknowledgeCase,
+    AcceptCase,
+    RejectCase,
+    RerouteCase,
+    EscalateCase,
+    AssignCase,
+    ResolveCase,
+    ConfirmCaseFeedback,
+    ReturnCaseForRework,
+    SetCaseDeadlines,
 }
 
 impl CommandKind {
-    pub const ALL: [CommandKind; 25] = [
+    pub const ALL: [CommandKind; 36] = [
         CommandKind::Bootstrap,
         CommandKind::RegisterDepartment,
         CommandKind::Tick,
@@ -223,6 +247,17 @@ impl CommandKind {
         CommandKind::SubmitResult,
         CommandKind::RecordInspection,
         CommandKind::SetOverInspectionRule,
+        CommandKind::PushCase,
+        CommandKind::AcknowledgeCase,
+        CommandKind::AcceptCase,
+        CommandKind::RejectCase,
+        CommandKind::RerouteCase,
+        CommandKind::EscalateCase,
+        CommandKind::AssignCase,
+        CommandKind::ResolveCase,
+        CommandKind::ConfirmCaseFeedback,
+        CommandKind::ReturnCaseForRework,
+        CommandKind::SetCaseDeadlines,
     ];
 
     /// Stable name for logs, metrics and the audit trail.
@@ -253,6 +288,17 @@ impl CommandKind {
             CommandKind::SubmitResult => "submit_result",
             CommandKind::RecordInspection => "record_inspection",
             CommandKind::SetOverInspectionRule => "set_over_inspection_rule",
+            CommandKind::PushCase => "push_case",
+            CommandKind::AcknowledgeCase => "acknowledge_case",
+            CommandKind::AcceptCase => "accept_case",
+            CommandKind::RejectCase => "reject_case",
+            CommandKind::RerouteCase => "reroute_case",
+            CommandKind::EscalateCase => "escalate_case",
+            CommandKind::AssignCase => "assign_case",
+            CommandKind::ResolveCase => "resolve_case",
+            CommandKind::ConfirmCaseFeedback => "confirm_case_feedback",
+            CommandKind::ReturnCaseForRework => "return_case_for_rework",
+            CommandKind::SetCaseDeadlines => "set_case_deadlines",
         }
     }
 }
@@ -285,6 +331,19 @@ impl Command {
             Command::SubmitResult { .. } => CommandKind::SubmitResult,
             Command::RecordInspection { .. } => CommandKind::RecordInspection,
             Command::SetOverInspectionRule { .. } => CommandKind::SetOverInspectionRule,
+            Command::PushCase { .. } => CommandKind::PushCase,
+            Command::CaseStep { action, .. } => match action {
+                CaseAction::Acknowledge => CommandKind::AcknowledgeCase,
+                CaseAction::Accept => CommandKind::AcceptCase,
+                CaseAction::Reject { .. } => CommandKind::RejectCase,
+                CaseAction::Reroute { .. } => CommandKind::RerouteCase,
+                CaseAction::Escalate { .. } => CommandKind::EscalateCase,
+                CaseAction::Assign { .. } => CommandKind::AssignCase,
+                CaseAction::Resolve { .. } => CommandKind::ResolveCase,
+                CaseAction::ConfirmFeedback { .. } => CommandKind::ConfirmCaseFeedback,
+                CaseAction::ReturnForRework { .. } => CommandKind::ReturnCaseForRework,
+            },
+            Command::SetCaseDeadlines { .. } => CommandKind::SetCaseDeadlines,
         }
     }
 
@@ -311,6 +370,8 @@ impl Command {
             Command::DrawPlan { plan_id } => Some(plan_id),
             Command::SubmitResult { task_id, .. } => Some(task_id),
             Command::RecordInspection { uscc, .. } => Some(uscc),
+            Command::PushCase { .. } | Command::SetCaseDeadlines { .. } => None,
+            Command::CaseStep { id, .. } => Some(id),
         }
     }
 
@@ -331,6 +392,17 @@ impl Command {
             Command::PutOnList { listing } => listing.legal_basis.clone(),
             Command::SubmitResult { result, .. } => result.findings.clone(),
             Command::RecordInspection { note, .. } => note.clone(),
+            Command::PushCase { case } => case.title.clone(),
+            Command::CaseStep { action, .. } => match action {
+                CaseAction::Reject { reason }
+                | CaseAction::Reroute { reason, .. }
+                | CaseAction::Escalate { reason }
+                | CaseAction::Assign { reason, .. }
+                | CaseAction::ReturnForRework { reason } => reason.clone(),
+                CaseAction::Resolve { resolution } => resolution.outcome.clone(),
+                CaseAction::ConfirmFeedback { note } => note.clone(),
+                CaseAction::Acknowledge | CaseAction::Accept => String::new(),
+            },
             _ => String::new(),
         }
     }
@@ -382,6 +454,10 @@ pub enum Outcome {
         alert: Option<Alert>,
     },
     OverInspectionRule(OverInspectionRule),
+    /// The cases a hand-off created, one per receiver.
+    Cases(Vec<Case>),
+    Case(Case),
+    CaseDeadlines(DeadlinePolicy),
     Ticked {
         purged_request_ids: u32,
         /// Entities whose tier was re-evaluated (records taking effect or expiring,

@@ -1,5 +1,6 @@
 use serde::{Deserialize, Serialize};
 
+use crate::case::Case;
 use crate::credit::{CreditRecord, TierPolicy, TierState};
 use crate::department::Department;
 use crate::entity::{Entity, Listing};
@@ -22,6 +23,7 @@ pub enum RecordKind {
     Plan,
     Task,
     Alert,
+    Case,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +42,7 @@ pub enum EventRecord {
     Plan(Plan),
     Task(Task),
     Alert(Alert),
+    Case(Case),
 }
 
 /// One change on the feed. A revision emits zero or more events, in order.

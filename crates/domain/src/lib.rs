@@ -23,6 +23,7 @@
 pub mod apply;
 pub mod audit;
 pub mod authority;
+pub mod case;
 pub mod command;
 pub mod credit;
 pub mod department;

@@ -1,5 +1,6 @@
 //! Read-side functions over a [`StateRead`]: the same code answers on every node.
 
+use crate::case::{Case, CaseNotice};
 use crate::credit::{CreditRecord, TierChange, TierPolicy, TierState};
 use crate::department::Department;
 use crate::entity::{Entity, Listing};
@@ -536,4 +537,85 @@ pub fn public_results(view: &dyn StateRead, plan_id: &str) -> Result<Vec<FiledRe
         }
     }
     Ok(out)
+}
+
+pub fn case(view: &dyn StateRead, id: &str) -> Result<Case, Failure> {
+    get_typed(view, &keys::case(id))?.ok_or_else(|| DomainError::not_found("case", id).into())
+}
+
+/// Whether `scope`'s department may see a case: its two sides, every department
+/// that took a step on it, and the arbiters.
+pub fn may_see_case(view: &dyn StateRead, department: &str, case: &Case) -> Result<bool, Failure> {
+    if case.from == department
+        || case.to == department
+        || case.steps.iter().any(|s| s.by == department)
+    {
+        return Ok(true);
+    }
+    Ok(
+        get_typed::<Department>(view, &keys::department(department))?
+            .is_some_and(|d| d.has_role(crate::department::Role::Arbiter)),
+    )
+}
+
+/// A case `department` may see; NOT_FOUND otherwise, like a missing one.
+pub fn case_for(view: &dyn StateRead, department: &str, id: &str) -> Result<Case, Failure> {
+    let c = case(view, id)?;
+    if may_see_case(view, department, &c)? {
+        Ok(c)
+    } else {
+        Err(DomainError::not_found("case", id).into())
+    }
+}
+
+/// The cases of one hand-off that `department` may see.
+pub fn handoff(
+    view: &dyn StateRead,
+    department: &str,
+    handoff: &str,
+) -> Result<Vec<Case>, Failure> {
+    let all: Vec<Case> = scan_all(view, &format!("{}{handoff}-", keys::CASE))?;
+    let mut out = vec![];
+    for c in all {
+        if may_see_case(view, department, &c)? {
+            out.push(c);
+        }
+    }
+    if out.is_empty() {
+        return Err(DomainError::not_found("hand-off", handoff).into());
+    }
+    Ok(out)
+}
+
+/// What awaits `department`: its cases to act on (and, for an arbiter, the
+/// escalated ones), soonest deadline first.
+pub fn case_inbox(view: &dyn StateRead, department: &str) -> Result<Vec<Case>, Failure> {
+    let mut owners = vec![department.to_string()];
+    if get_typed::<Department>(view, &keys::department(department))?
+        .is_some_and(|d| d.has_role(crate::department::Role::Arbiter))
+    {
+        owners.push("@arbiter".to_string());
+    }
+    let mut out = vec![];
+    for owner in owners {
+        let prefix = keys::cases_awaiting(&owner);
+        let mut after: Option<String> = None;
+        loop {
+            let batch = view.scan(&prefix, after.as_deref(), SCAN_BATCH)?;
+            for (k, _) in &batch {
+                out.push(case(view, &k[prefix.len()..])?);
+            }
+            match batch.last() {
+                Some((k, _)) if batch.len() == SCAN_BATCH => after = Some(k.clone()),
+                _ => break,
+            }
+        }
+    }
+    out.sort_by(|a, b| (a.due_ms, &a.id).cmp(&(b.due_ms, &b.id)));
+    Ok(out)
+}
+
+/// Reminders and overdue notices sent to `department`, oldest first.
+pub fn case_notices(view: &dyn StateRead, department: &str) -> Result<Vec<CaseNotice>, Failure> {
+    scan_all(view, &keys::case_notices(department))
 }

@@ -246,9 +246,10 @@ impl Scope {
             | EventRecord::Inspector(_) => true,
             // Plans name conflicts of interest, tasks carry results, and alerts go
             // to the departments involved.
-            EventRecord::Plan(_) | EventRecord::Task(_) | EventRecord::Alert(_) => {
-                e.departments.iter().any(|d| *d == self.department)
-            }
+            EventRecord::Plan(_)
+            | EventRecord::Task(_)
+            | EventRecord::Alert(_)
+            | EventRecord::Case(_) => e.departments.iter().any(|d| *d == self.department),
             // Judged by the version the event carries: a department dropped from
             // an item in a new draft does not see that draft.
             EventRecord::Item(item) => Self::is_public_version(item) || self.is_insider(item),

@@ -100,6 +100,38 @@ pub mod keys {
     pub fn results(uscc: &str) -> String {
         format!("{RESULT}{uscc}/")
     }
+    pub const CASE: &str = "case/";
+    pub const CASE_DEADLINES: &str = "meta/case_deadlines";
+    /// `casedue/<time:20>/<case id>`: when a case's current stage is due.
+    pub const CASE_DUE: &str = "casedue/";
+    /// `caserem/<time:20>/<case id>`: when to remind the department that must act.
+    pub const CASE_REMINDER: &str = "caserem/";
+    /// `caseaw/<department or @arbiter>/<case id>`: whose move it is.
+    pub const CASE_AWAITING: &str = "caseaw/";
+    /// `casenote/<department>/<revision:20>/<n:4>`: reminders and overdue notices.
+    pub const CASE_NOTICE: &str = "casenote/";
+
+    pub fn case(id: &str) -> String {
+        format!("{CASE}{id}")
+    }
+    pub fn case_due(at_ms: i64, id: &str) -> String {
+        format!("{CASE_DUE}{:020}/{id}", at_ms.max(0))
+    }
+    pub fn case_reminder(at_ms: i64, id: &str) -> String {
+        format!("{CASE_REMINDER}{:020}/{id}", at_ms.max(0))
+    }
+    pub fn case_awaiting(owner: &str, id: &str) -> String {
+        format!("{CASE_AWAITING}{owner}/{id}")
+    }
+    pub fn cases_awaiting(owner: &str) -> String {
+        format!("{CASE_AWAITING}{owner}/")
+    }
+    pub fn case_notice(department: &str, revision: u64, n: usize) -> String {
+        format!("{CASE_NOTICE}{department}/{revision:020}/{n:04}")
+    }
+    pub fn case_notices(department: &str) -> String {
+        format!("{CASE_NOTICE}{department}/")
+    }
     pub fn last_alert(uscc: &str) -> String {
         format!("alertlast/{uscc}")
     }

@@ -571,19 +571,26 @@ const PROFILES: &[Profile] = {
                 LicensingRegistrar,
                 Recorder,
                 Participant,
+                Originator,
             ],
         },
         Profile {
             name: "cooperating department",
             principal: Principal::Member,
             actor: "TRANS",
-            holds: &[Anyone, AnyMember, CooperatingDepartment, Participant],
+            holds: &[
+                Anyone,
+                AnyMember,
+                CooperatingDepartment,
+                Participant,
+                Receiver,
+            ],
         },
         Profile {
             name: "legality reviewer",
             principal: Principal::Member,
             actor: "JUST",
-            holds: &[Anyone, AnyMember, LegalityReviewer],
+            holds: &[Anyone, AnyMember, LegalityReviewer, Arbiter],
         },
         Profile {
             name: "credit authority",
@@ -810,6 +817,77 @@ fn fixture(kind: CommandKind) -> (World, Command) {
         CommandKind::SetOverInspectionRule => Command::SetOverInspectionRule {
             rule: Default::default(),
         },
+        CommandKind::PushCase => Command::PushCase {
+            case: case_spec(&["EMER"]),
+        },
+        CommandKind::SetCaseDeadlines => Command::SetCaseDeadlines {
+            policy: Default::default(),
+        },
+        CommandKind::AcknowledgeCase
+        | CommandKind::AcceptCase
+        | CommandKind::RejectCase
+        | CommandKind::RerouteCase
+        | CommandKind::EscalateCase
+        | CommandKind::AssignCase
+        | CommandKind::ResolveCase
+        | CommandKind::ConfirmCaseFeedback
+        | CommandKind::ReturnCaseForRework => {
+            use concord_domain::case::{CaseAction, CaseStatus, Resolution};
+            let (status, action) = match kind {
+                CommandKind::AcknowledgeCase => (CaseStatus::Pushed, CaseAction::Acknowledge),
+                CommandKind::AcceptCase => (CaseStatus::Pushed, CaseAction::Accept),
+                CommandKind::RejectCase => (
+                    CaseStatus::Pushed,
+                    CaseAction::Reject {
+                        reason: "不属本部门".into(),
+                    },
+                ),
+                CommandKind::RerouteCase => (
+                    CaseStatus::Rejected,
+                    CaseAction::Reroute {
+                        to: "EMER".into(),
+                        reason: "改派".into(),
+                    },
+                ),
+                CommandKind::EscalateCase => (
+                    CaseStatus::Rejected,
+                    CaseAction::Escalate {
+                        reason: "争议".into(),
+                    },
+                ),
+                CommandKind::AssignCase => (
+                    CaseStatus::Escalated,
+                    CaseAction::Assign {
+                        to: "TRANS".into(),
+                        reason: "依职责指定".into(),
+                    },
+                ),
+                CommandKind::ResolveCase => (
+                    CaseStatus::InProgress,
+                    CaseAction::Resolve {
+                        resolution: Resolution {
+                            outcome: "已处置".into(),
+                            measures: "责令整改".into(),
+                            penalty_ref: String::new(),
+                        },
+                    },
+                ),
+                CommandKind::ConfirmCaseFeedback => (
+                    CaseStatus::Resolved,
+                    CaseAction::ConfirmFeedback {
+                        note: "确认".into(),
+                    },
+                ),
+                _ => (
+                    CaseStatus::Resolved,
+                    CaseAction::ReturnForRework {
+                        reason: "整改不到位".into(),
+                    },
+                ),
+            };
+            let id = case_in(&mut w, status);
+            Command::CaseStep { id, action }
+        }
         CommandKind::DeleteSharingRule => {
             let r = w.run(
                 "SAMR",

@@ -18,11 +18,12 @@ use crate::config::NodeConfig;
 use crate::core::NodeCore;
 use crate::network::{NetworkFactory, Peers};
 use crate::services::{
-    cluster::ClusterSvc, credit::CreditSvc, entity::EntitySvc, inspection::InspectionSvc,
-    item::ItemSvc, raft::RaftSvc, sharing::SharingSvc, watch::WatchSvc,
+    case::CaseSvc, cluster::ClusterSvc, credit::CreditSvc, entity::EntitySvc,
+    inspection::InspectionSvc, item::ItemSvc, raft::RaftSvc, sharing::SharingSvc, watch::WatchSvc,
 };
 use crate::transport::{self, RefusalLog, Security};
 use concord_pki::{CertRole, ReloadingTls};
+use concord_proto::case::v1::case_service_server::CaseServiceServer;
 use concord_proto::credit::v1::credit_service_server::CreditServiceServer;
 use concord_proto::entity::v1::entity_service_server::EntityServiceServer;
 use concord_proto::inspection::v1::inspection_service_server::InspectionServiceServer;
@@ -175,6 +176,9 @@ pub async fn start_with_listener(
     health_reporter
         .set_serving::<InspectionServiceServer<InspectionSvc>>()
         .await;
+    health_reporter
+        .set_serving::<CaseServiceServer<CaseSvc>>()
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(concord_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -204,6 +208,10 @@ pub async fn start_with_listener(
         .add_service(InterceptedService::new(
             EntityServiceServer::new(EntitySvc { core: core.clone() })
                 .max_decoding_message_size(limit),
+            interceptor(core.clone(), Surface::Departmental),
+        ))
+        .add_service(InterceptedService::new(
+            CaseServiceServer::new(CaseSvc { core: core.clone() }).max_decoding_message_size(limit),
             interceptor(core.clone(), Surface::Departmental),
         ))
         .add_service(InterceptedService::new(

@@ -27,6 +27,11 @@ pub mod credit {
         tonic::include_proto!("concord.credit.v1");
     }
 }
+pub mod case {
+    pub mod v1 {
+        tonic::include_proto!("concord.case.v1");
+    }
+}
 pub mod inspection {
     pub mod v1 {
         tonic::include_proto!("concord.inspection.v1");

@@ -22,8 +22,10 @@ use crate::{DomainError, Failure, StorageFault};
 /// stays a small log entry to apply.
 pub const MAX_PURGE_PER_TICK: usize = 10_000;
 
+mod case;
 mod credit;
 mod inspection;
+pub use case::case_work_due;
 pub use credit::{tier_work_due, RETIER_BATCH};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,7 +170,7 @@ pub fn tick_due(
         Some((key, _)) => dedup_time(key).is_some_and(|t| t < now_ms - dedup_retention_ms),
         None => false,
     };
-    Ok(dedup || tier_work_due(view, now_ms)?)
+    Ok(dedup || tier_work_due(view, now_ms)? || case_work_due(view, now_ms)?)
 }
 
 fn dedup_time(key: &str) -> Option<i64> {
@@ -362,6 +364,9 @@ fn execute(tx: &mut Tx, command: &Command) -> Result<Outcome, Failure> {
         Command::SubmitResult { task_id, result } => inspection::submit_result(tx, task_id, result),
         Command::RecordInspection { uscc, note } => inspection::record_inspection(tx, uscc, note),
         Command::SetOverInspectionRule { rule } => inspection::set_rule(tx, rule),
+        Command::PushCase { case } => case::push_case(tx, case),
+        Command::CaseStep { id, action } => case::case_step(tx, id, action),
+        Command::SetCaseDeadlines { policy } => case::set_deadlines(tx, policy),
     }
 }
 
@@ -534,6 +539,7 @@ fn tick(tx: &mut Tx, retention_ms: i64) -> Result<Outcome, Failure> {
         purged += 1;
     }
     let retiered = credit::retier_due(tx)? + credit::continue_retier(tx)?;
+    case::process_due(tx)?;
     Ok(Outcome::Ticked {
         purged_request_ids: purged,
         retiered,

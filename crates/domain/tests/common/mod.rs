@@ -41,7 +41,8 @@ impl World {
             Command::Tick { .. } => Principal::System,
             Command::RegisterDepartment { .. }
             | Command::SetDistricts { .. }
-            | Command::SetOverInspectionRule { .. } => Principal::Admin,
+            | Command::SetOverInspectionRule { .. }
+            | Command::SetCaseDeadlines { .. } => Principal::Admin,
             _ => Principal::Member,
         };
         self.run_as(principal, actor, request_id, command)
@@ -317,4 +318,92 @@ pub fn result_spec() -> concord_domain::inspection::ResultSpec {
         inspectors: vec!["i1".into()],
         public: true,
     }
+}
+
+pub fn case_spec(to: &[&str]) -> concord_domain::case::CaseSpec {
+    concord_domain::case::CaseSpec {
+        kind: concord_domain::case::CaseKind::Clue,
+        source: concord_domain::case::CaseSource::Hotline12345,
+        source_ref: "12345-20261129-0042".into(),
+        uscc: Some(ENTITIES[0].0.into()),
+        title: "加油站违规储存危化品".into(),
+        description: "群众反映夜间违规卸油".into(),
+        evidence: vec!["cd".repeat(32)],
+        to: to.iter().map(|d| d.to_string()).collect(),
+        priority: concord_domain::case::Priority::High,
+    }
+}
+
+/// Pushes a case from SAMR to TRANS and drives it to `status` by legal steps.
+pub fn case_in(w: &mut World, status: concord_domain::case::CaseStatus) -> String {
+    use concord_domain::case::{CaseAction, CaseStatus, Resolution};
+    let id = match w
+        .run(
+            "SAMR",
+            &format!("push-{}", w.revision),
+            Command::PushCase {
+                case: case_spec(&["TRANS"]),
+            },
+        )
+        .result
+    {
+        Ok(Outcome::Cases(cases)) => cases[0].id.clone(),
+        other => panic!("{other:?}"),
+    };
+    let step = |w: &mut World, by: &str, action: CaseAction| {
+        let rid = format!("step-{}", w.revision);
+        let r = w.run(
+            by,
+            &rid,
+            Command::CaseStep {
+                id: id.clone(),
+                action,
+            },
+        );
+        assert!(r.result.is_ok(), "{r:?}");
+    };
+    let resolve = CaseAction::Resolve {
+        resolution: Resolution {
+            outcome: "责令改正".into(),
+            measures: "现场检查并立案".into(),
+            penalty_ref: "阳交罚〔2026〕12号".into(),
+        },
+    };
+    match status {
+        CaseStatus::Pushed => {}
+        CaseStatus::Rejected | CaseStatus::Escalated => {
+            step(
+                w,
+                "TRANS",
+                CaseAction::Reject {
+                    reason: "不属本部门职责".into(),
+                },
+            );
+            if status == CaseStatus::Escalated {
+                step(
+                    w,
+                    "SAMR",
+                    CaseAction::Escalate {
+                        reason: "职责争议".into(),
+                    },
+                );
+            }
+        }
+        CaseStatus::InProgress | CaseStatus::Resolved | CaseStatus::Closed => {
+            step(w, "TRANS", CaseAction::Accept);
+            if status != CaseStatus::InProgress {
+                step(w, "TRANS", resolve);
+            }
+            if status == CaseStatus::Closed {
+                step(
+                    w,
+                    "SAMR",
+                    CaseAction::ConfirmFeedback {
+                        note: "确认".into(),
+                    },
+                );
+            }
+        }
+    }
+    id
 }

@@ -16,8 +16,10 @@ use concord_proto::item::v1 as pi;
 use concord_proto::sharing::v1 as ps;
 use concord_proto::watch::v1 as pw;
 
+mod case;
 mod credit;
 mod inspection;
+pub use case::*;
 pub use credit::*;
 pub use inspection::*;
 
@@ -338,6 +340,7 @@ pub fn record_kind(field: &str, n: i32) -> Result<RecordKind, DomainError> {
         pw::RecordKind::InspectionPlan => Ok(RecordKind::Plan),
         pw::RecordKind::InspectionTask => Ok(RecordKind::Task),
         pw::RecordKind::Alert => Ok(RecordKind::Alert),
+        pw::RecordKind::Case => Ok(RecordKind::Case),
     }
 }
 
@@ -357,6 +360,7 @@ pub fn event_to_wire(e: &Event) -> pw::Event {
             RecordKind::Plan => pw::RecordKind::InspectionPlan,
             RecordKind::Task => pw::RecordKind::InspectionTask,
             RecordKind::Alert => pw::RecordKind::Alert,
+            RecordKind::Case => pw::RecordKind::Case,
         } as i32,
         key: e.key.clone(),
         action: e.action.clone(),
@@ -380,6 +384,7 @@ pub fn event_to_wire(e: &Event) -> pw::Event {
             EventRecord::Plan(p) => pw::event::Record::Plan(plan_to_wire(p)),
             EventRecord::Task(t) => pw::event::Record::Task(task_to_wire(t)),
             EventRecord::Alert(a) => pw::event::Record::Alert(alert_to_wire(a)),
+            EventRecord::Case(c) => pw::event::Record::Case(case_to_wire(c)),
         }),
     }
 }

@@ -331,6 +331,34 @@ impl ClusterService for ClusterSvc {
         .await
     }
 
+    async fn set_case_deadlines(
+        &self,
+        req: Request<SetCaseDeadlinesRequest>,
+    ) -> Result<Response<SetCaseDeadlinesResponse>, Status> {
+        let caller = require_admin(&req, "SetCaseDeadlines")?;
+        let admin_department = caller
+            .identity
+            .map_or_else(|| self.core.department.clone(), |i| i.department);
+        let r = req.into_inner();
+        let policy =
+            convert::deadline_policy("policy", r.policy.as_ref()).map_err(NodeError::from)?;
+        let span = rpc::span(&self.core, "ClusterService/SetCaseDeadlines", &r.request_id);
+        async {
+            let command = Command::SetCaseDeadlines { policy };
+            match propose_admin(&self.core, admin_department, &r.request_id, command).await? {
+                (Outcome::CaseDeadlines(policy), header) => {
+                    Ok(Response::new(SetCaseDeadlinesResponse {
+                        header,
+                        policy: Some(convert::deadline_policy_to_wire(&policy)),
+                    }))
+                }
+                (other, _) => Err(rpc::unexpected(other)),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
     async fn audit_head(
         &self,
         req: Request<AuditHeadRequest>,

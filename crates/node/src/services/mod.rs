@@ -1,5 +1,6 @@
 //! gRPC handlers. Each one: validate → propose or read → map the error. Nothing else.
 
+pub mod case;
 pub mod cluster;
 pub mod credit;
 pub mod entity;

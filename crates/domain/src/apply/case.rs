@@ -1,0 +1,360 @@
+//! Apply for case hand-offs: push, each step of the closed loop, deadlines and
+//! reminders driven by the leader's tick, and the per-department inbox index.
+
+use super::*;
+use crate::case::{
+    Awaiting, Case, CaseAction, CaseNotice, CaseSpec, CaseStatus, CaseStep, DeadlinePolicy,
+};
+use crate::department::Role;
+
+const HOUR_MS: i64 = 3_600_000;
+/// The awaiting-index owner for cases waiting on the arbiter role.
+pub const ARBITER: &str = "@arbiter";
+/// Deadlines and reminders handled by one tick; the rest follow in the next.
+const DUE_BATCH: usize = 1_000;
+
+fn deadlines(tx: &Tx) -> Result<DeadlinePolicy, Failure> {
+    Ok(tx.get(keys::CASE_DEADLINES)?.unwrap_or_default())
+}
+
+/// Departments with the ARBITER role, in code order.
+fn arbiters(tx: &Tx) -> Result<Vec<String>, Failure> {
+    Ok(crate::query::departments(tx.base)?
+        .into_iter()
+        .filter(|d| d.has_role(Role::Arbiter))
+        .map(|d| d.spec.code)
+        .collect())
+}
+
+fn awaiting_owner(case: &Case) -> Option<String> {
+    match case.awaiting() {
+        Awaiting::Department(d) => Some(d),
+        Awaiting::Arbiter => Some(ARBITER.to_string()),
+        Awaiting::Nobody => None,
+    }
+}
+
+/// Who hears about a case: both sides, and the arbiters.
+fn audience(tx: &Tx, case: &Case) -> Result<Vec<String>, Failure> {
+    let mut d = vec![case.from.clone(), case.to.clone()];
+    d.extend(case.steps.iter().map(|s| s.by.clone()));
+    d.extend(arbiters(tx)?);
+    d.sort();
+    d.dedup();
+    Ok(d)
+}
+
+impl Tx<'_> {
+    /// Removes the case's current deadline, reminder and awaiting entries.
+    fn unindex_case(&mut self, case: &Case) -> Result<(), Failure> {
+        let policy = deadlines(self)?;
+        let hours = policy.for_kind(case.spec.kind);
+        self.writes
+            .insert(keys::case_due(case.due_ms, &case.id), None);
+        if hours.remind_before > 0 {
+            let at = case.due_ms - hours.remind_before as i64 * HOUR_MS;
+            self.writes.insert(keys::case_reminder(at, &case.id), None);
+        }
+        if let Some(owner) = awaiting_owner(case) {
+            self.writes
+                .insert(keys::case_awaiting(&owner, &case.id), None);
+        }
+        Ok(())
+    }
+
+    /// Saves the case with its deadline, reminder and awaiting entries, and emits it.
+    fn save_case(&mut self, case: &Case, action: &str) -> Result<(), Failure> {
+        self.put(keys::case(&case.id), case);
+        if case.status != CaseStatus::Closed {
+            let policy = deadlines(self)?;
+            let hours = policy.for_kind(case.spec.kind);
+            if !case.overdue {
+                self.writes
+                    .insert(keys::case_due(case.due_ms, &case.id), Some(vec![]));
+                if hours.remind_before > 0 {
+                    let at = case.due_ms - hours.remind_before as i64 * HOUR_MS;
+                    self.writes
+                        .insert(keys::case_reminder(at, &case.id), Some(vec![]));
+                }
+            }
+        }
+        if let Some(owner) = awaiting_owner(case) {
+            self.writes
+                .insert(keys::case_awaiting(&owner, &case.id), Some(vec![]));
+        }
+        let audience = audience(self, case)?;
+        self.emit(
+            RecordKind::Case,
+            case.id.clone(),
+            action,
+            audience,
+            EventRecord::Case(case.clone()),
+        );
+        Ok(())
+    }
+
+    fn notify(&mut self, departments: &[String], notice: &CaseNotice) {
+        for (i, d) in departments.iter().enumerate() {
+            self.put(keys::case_notice(d, self.revision, i), notice);
+        }
+    }
+}
+
+fn stage_hours(policy: &DeadlinePolicy, case: &Case) -> u32 {
+    let h = policy.for_kind(case.spec.kind);
+    match case.status {
+        CaseStatus::Pushed => h.accept,
+        CaseStatus::Rejected => h.reroute,
+        CaseStatus::Escalated => h.assign,
+        CaseStatus::InProgress => h.handle,
+        CaseStatus::Resolved => h.feedback,
+        CaseStatus::Closed => 0,
+    }
+}
+
+pub(super) fn push_case(tx: &mut Tx, spec: &CaseSpec) -> Result<Outcome, Failure> {
+    spec.validate("case")?;
+    let from = tx.env.actor.clone();
+    for (i, d) in spec.to.iter().enumerate() {
+        if *d == from {
+            return Err(DomainError::invalid(
+                format!("case.to[{i}]"),
+                "a department does not hand a case to itself",
+            )
+            .into());
+        }
+        if tx.get::<Department>(&keys::department(d))?.is_none() {
+            return Err(DomainError::invalid(
+                format!("case.to[{i}]"),
+                format!("unknown department {d}"),
+            )
+            .into());
+        }
+    }
+    let policy = deadlines(tx)?;
+    let handoff = format!("case-{}", tx.revision);
+    let mut cases = vec![];
+    for (i, to) in spec.to.iter().enumerate() {
+        let mut case = Case {
+            id: format!("{handoff}-{}", i + 1),
+            handoff: handoff.clone(),
+            from: from.clone(),
+            to: to.clone(),
+            spec: CaseSpec {
+                to: vec![to.clone()],
+                ..spec.clone()
+            },
+            status: CaseStatus::Pushed,
+            due_ms: 0,
+            overdue: false,
+            acknowledged_at_ms: None,
+            resolution: None,
+            steps: vec![CaseStep {
+                action: "push".into(),
+                by: from.clone(),
+                at_ms: tx.now(),
+                revision: tx.revision,
+                note: String::new(),
+            }],
+            created_revision: tx.revision,
+            updated_revision: tx.revision,
+        };
+        case.due_ms = tx.now() + stage_hours(&policy, &case) as i64 * HOUR_MS;
+        tx.save_case(&case, "case.pushed")?;
+        cases.push(case);
+    }
+    Ok(Outcome::Cases(cases))
+}
+
+pub(super) fn case(tx: &Tx, id: &str) -> Result<Case, Failure> {
+    tx.get::<Case>(&keys::case(id))?
+        .ok_or_else(|| DomainError::not_found("case", id).into())
+}
+
+pub(super) fn case_step(tx: &mut Tx, id: &str, action: &CaseAction) -> Result<Outcome, Failure> {
+    action.validate("action")?;
+    let mut case = case(tx, id)?;
+    if !action.from_statuses().contains(&case.status) {
+        return Err(DomainError::precondition(format!(
+            "{} is not a step of {id} in status {}",
+            action.name(),
+            case.status.as_str()
+        ))
+        .into());
+    }
+    let by = tx.env.actor.clone();
+    if let CaseAction::Acknowledge = action {
+        if case.acknowledged_at_ms.is_some() {
+            return Ok(Outcome::Case(case));
+        }
+        case.acknowledged_at_ms = Some(tx.now());
+        case.steps.push(CaseStep {
+            action: "acknowledge".into(),
+            by,
+            at_ms: tx.now(),
+            revision: tx.revision,
+            note: String::new(),
+        });
+        case.updated_revision = tx.revision;
+        tx.save_case(&case, "case.acknowledged")?;
+        return Ok(Outcome::Case(case));
+    }
+    let check_target = |tx: &Tx, field: &str, to: &str, case: &Case| -> Result<(), Failure> {
+        if tx.get::<Department>(&keys::department(to))?.is_none() {
+            return Err(DomainError::invalid(field, format!("unknown department {to}")).into());
+        }
+        if to == case.from {
+            return Err(
+                DomainError::invalid(field, "the originator does not handle its own case").into(),
+            );
+        }
+        Ok(())
+    };
+    let old = case.clone();
+    let (status, note) = match action {
+        // Handled above; it never changes the stage.
+        CaseAction::Acknowledge => return Ok(Outcome::Case(case)),
+        CaseAction::Accept => (CaseStatus::InProgress, String::new()),
+        CaseAction::Reject { reason } => (CaseStatus::Rejected, reason.clone()),
+        CaseAction::Reroute { to, reason } => {
+            check_target(tx, "action.to", to, &case)?;
+            if *to == case.to {
+                return Err(
+                    DomainError::invalid("action.to", format!("{to} already rejected it")).into(),
+                );
+            }
+            case.to = to.clone();
+            case.acknowledged_at_ms = None;
+            (CaseStatus::Pushed, reason.clone())
+        }
+        CaseAction::Escalate { reason } => (CaseStatus::Escalated, reason.clone()),
+        CaseAction::Assign { to, reason } => {
+            check_target(tx, "action.to", to, &case)?;
+            if *to != case.to {
+                case.acknowledged_at_ms = None;
+            }
+            case.to = to.clone();
+            (CaseStatus::InProgress, reason.clone())
+        }
+        CaseAction::Resolve { resolution } => {
+            case.resolution = Some(resolution.clone());
+            (CaseStatus::Resolved, resolution.outcome.clone())
+        }
+        CaseAction::ConfirmFeedback { note } => (CaseStatus::Closed, note.clone()),
+        CaseAction::ReturnForRework { reason } => (CaseStatus::InProgress, reason.clone()),
+    };
+    tx.unindex_case(&old)?;
+    case.status = status;
+    case.overdue = false;
+    case.steps.push(CaseStep {
+        action: action.name().to_string(),
+        by,
+        at_ms: tx.now(),
+        revision: tx.revision,
+        note,
+    });
+    let policy = deadlines(tx)?;
+    case.due_ms = tx.now() + stage_hours(&policy, &case) as i64 * HOUR_MS;
+    case.updated_revision = tx.revision;
+    tx.save_case(&case, &format!("case.{}", action.name()))?;
+    Ok(Outcome::Case(case))
+}
+
+pub(super) fn set_deadlines(tx: &mut Tx, policy: &DeadlinePolicy) -> Result<Outcome, Failure> {
+    policy.validate()?;
+    tx.put(keys::CASE_DEADLINES.to_string(), policy);
+    Ok(Outcome::CaseDeadlines(policy.clone()))
+}
+
+/// Parses `<prefix><time:20>/<case id>`.
+fn due_key<'k>(key: &'k str, prefix: &str) -> Option<(i64, &'k str)> {
+    let rest = key.strip_prefix(prefix)?;
+    let (time, id) = rest.split_once('/')?;
+    Some((time.parse().ok()?, id))
+}
+
+/// Marks stages overdue and sends reminders due by now; returns how many.
+pub(super) fn process_due(tx: &mut Tx) -> Result<u32, Failure> {
+    let mut n = 0;
+    for (key, _) in tx.base.scan(keys::CASE_DUE, None, DUE_BATCH)? {
+        let Some((due, id)) = due_key(&key, keys::CASE_DUE) else {
+            continue;
+        };
+        if due > tx.now() {
+            break;
+        }
+        let id = id.to_string();
+        tx.writes.insert(key.clone(), None);
+        let mut case = case(tx, &id)?;
+        if case.due_ms != due || case.overdue || case.status == CaseStatus::Closed {
+            continue;
+        }
+        case.overdue = true;
+        case.updated_revision = tx.revision;
+        let arbiters = arbiters(tx)?;
+        let mut told = vec![case.from.clone(), case.to.clone()];
+        told.extend(arbiters);
+        told.sort();
+        told.dedup();
+        let notice = CaseNotice {
+            case_id: case.id.clone(),
+            kind: "overdue".into(),
+            status: case.status,
+            due_ms: case.due_ms,
+            revision: tx.revision,
+            at_ms: tx.now(),
+        };
+        tx.notify(&told, &notice);
+        tx.put(keys::case(&case.id), &case);
+        tx.emit(
+            RecordKind::Case,
+            case.id.clone(),
+            "case.overdue",
+            told,
+            EventRecord::Case(case.clone()),
+        );
+        n += 1;
+    }
+    for (key, _) in tx.base.scan(keys::CASE_REMINDER, None, DUE_BATCH)? {
+        let Some((at, id)) = due_key(&key, keys::CASE_REMINDER) else {
+            continue;
+        };
+        if at > tx.now() {
+            break;
+        }
+        let id = id.to_string();
+        tx.writes.insert(key.clone(), None);
+        let case = case(tx, &id)?;
+        let owner = match case.awaiting() {
+            Awaiting::Department(d) => vec![d],
+            Awaiting::Arbiter => arbiters(tx)?,
+            Awaiting::Nobody => continue,
+        };
+        let notice = CaseNotice {
+            case_id: case.id.clone(),
+            kind: "reminder".into(),
+            status: case.status,
+            due_ms: case.due_ms,
+            revision: tx.revision,
+            at_ms: tx.now(),
+        };
+        tx.notify(&owner, &notice);
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Whether a tick has case work: a deadline or a reminder due by `now_ms`.
+pub fn case_work_due(view: &dyn StateRead, now_ms: i64) -> Result<bool, StorageFault> {
+    for prefix in [keys::CASE_DUE, keys::CASE_REMINDER] {
+        let first = view.scan(prefix, None, 1)?;
+        if first
+            .first()
+            .and_then(|(k, _)| due_key(k, prefix))
+            .is_some_and(|(t, _)| t <= now_ms)
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}

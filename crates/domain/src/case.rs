@@ -1,0 +1,376 @@
+//! Case hand-offs (线索移交) and risk warnings: the closed loop between departments
+//! (生成、推送、核查、处置、反馈) with a deadline on every stage.
+//!
+//! ```text
+//! pushed ──accept──▶ in_progress ──resolve──▶ resolved ──confirm──▶ closed
+//!   │                    ▲                       │
+//!   └─reject─▶ rejected  └──────── return for rework (originator)
+//!                │  ├─reroute (originator) ─▶ pushed (to another department)
+//!                │  └─escalate (originator) ─▶ escalated ──assign (arbiter)──▶ in_progress
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::validate::{self, MAX_NAME_CHARS, MAX_SHORT_CHARS, MAX_TEXT_CHARS};
+use crate::DomainError;
+
+pub const MAX_RECEIVERS: usize = 16;
+pub const MAX_EVIDENCE: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaseSource {
+    Hotline12345,
+    Complaint,
+    Report,
+    InspectionResult,
+    RiskWarningModel,
+    PublicOpinion,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaseKind {
+    /// A clue in another department's remit.
+    Clue,
+    /// A risk warning: verify → handle → feedback, on shorter deadlines.
+    RiskWarning,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    Low,
+    Normal,
+    High,
+    Urgent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaseStatus {
+    Pushed,
+    Rejected,
+    Escalated,
+    InProgress,
+    Resolved,
+    Closed,
+}
+
+impl CaseStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaseStatus::Pushed => "PUSHED",
+            CaseStatus::Rejected => "REJECTED",
+            CaseStatus::Escalated => "ESCALATED",
+            CaseStatus::InProgress => "IN_PROGRESS",
+            CaseStatus::Resolved => "RESOLVED",
+            CaseStatus::Closed => "CLOSED",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseSpec {
+    pub kind: CaseKind,
+    pub source: CaseSource,
+    /// e.g. the hotline ticket, the inspection task, the model's run id.
+    pub source_ref: String,
+    /// The subject entity, when known.
+    pub uscc: Option<String>,
+    pub title: String,
+    pub description: String,
+    /// SHA-256 (hex) of each evidence file.
+    pub evidence: Vec<String>,
+    /// Receiving departments: one linked sub-case per receiver.
+    pub to: Vec<String>,
+    pub priority: Priority,
+}
+
+pub fn validate_evidence(field: &str, evidence: &[String]) -> Result<(), DomainError> {
+    if evidence.len() > MAX_EVIDENCE {
+        return Err(DomainError::invalid(
+            field,
+            format!("at most {MAX_EVIDENCE}"),
+        ));
+    }
+    for (i, e) in evidence.iter().enumerate() {
+        let ok = e.len() == 64
+            && e.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !ok {
+            return Err(DomainError::invalid(
+                format!("{field}[{i}]"),
+                "must be a SHA-256 in lower-case hex (64 characters)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl CaseSpec {
+    pub fn validate(&self, prefix: &str) -> Result<(), DomainError> {
+        let f = |n: &str| format!("{prefix}.{n}");
+        validate::optional_text(&f("source_ref"), &self.source_ref, MAX_SHORT_CHARS)?;
+        if let Some(u) = &self.uscc {
+            crate::uscc::validate(&f("uscc"), u)?;
+        }
+        validate::required_text(&f("title"), &self.title, MAX_NAME_CHARS)?;
+        validate::required_text(&f("description"), &self.description, MAX_TEXT_CHARS)?;
+        validate_evidence(&f("evidence"), &self.evidence)?;
+        if self.to.is_empty() || self.to.len() > MAX_RECEIVERS {
+            return Err(DomainError::invalid(
+                f("to"),
+                format!("between 1 and {MAX_RECEIVERS} receiving departments"),
+            ));
+        }
+        for (i, d) in self.to.iter().enumerate() {
+            validate::department_code(&f(&format!("to[{i}]")), d)?;
+            if self.to[..i].contains(d) {
+                return Err(DomainError::invalid(
+                    f(&format!("to[{i}]")),
+                    format!("{d} is listed twice"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Hours allowed per stage, per kind of case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageHours {
+    /// From push (or re-route) to accept or reject.
+    pub accept: u32,
+    /// From escalation to the arbiter's assignment.
+    pub assign: u32,
+    /// From acceptance (or assignment, or rework) to resolution.
+    pub handle: u32,
+    /// From resolution to the originator's confirmation.
+    pub feedback: u32,
+    /// From rejection to the originator's re-route or escalation.
+    pub reroute: u32,
+    /// A reminder this many hours before a deadline (0: none).
+    pub remind_before: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadlinePolicy {
+    pub clue: StageHours,
+    pub risk_warning: StageHours,
+}
+
+impl Default for DeadlinePolicy {
+    fn default() -> Self {
+        DeadlinePolicy {
+            clue: StageHours {
+                accept: 72,
+                assign: 120,
+                handle: 360,
+                feedback: 168,
+                reroute: 72,
+                remind_before: 24,
+            },
+            risk_warning: StageHours {
+                accept: 24,
+                assign: 48,
+                handle: 120,
+                feedback: 72,
+                reroute: 24,
+                remind_before: 8,
+            },
+        }
+    }
+}
+
+impl DeadlinePolicy {
+    pub fn validate(&self) -> Result<(), DomainError> {
+        for (name, h) in [("clue", &self.clue), ("risk_warning", &self.risk_warning)] {
+            for (stage, v) in [
+                ("accept", h.accept),
+                ("assign", h.assign),
+                ("handle", h.handle),
+                ("feedback", h.feedback),
+                ("reroute", h.reroute),
+            ] {
+                if v == 0 || v > 24 * 366 {
+                    return Err(DomainError::invalid(
+                        format!("policy.{name}.{stage}"),
+                        "between 1 and 8784 hours",
+                    ));
+                }
+            }
+            if h.remind_before >= h.accept.min(h.handle) {
+                return Err(DomainError::invalid(
+                    format!("policy.{name}.remind_before"),
+                    "must be shorter than the accept and handle stages",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn for_kind(&self, kind: CaseKind) -> &StageHours {
+        match kind {
+            CaseKind::Clue => &self.clue,
+            CaseKind::RiskWarning => &self.risk_warning,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolution {
+    pub outcome: String,
+    pub measures: String,
+    /// e.g. the administrative penalty decision number.
+    pub penalty_ref: String,
+}
+
+/// One step of a case, kept forever (the full-process record of the case).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseStep {
+    pub action: String,
+    pub by: String,
+    pub at_ms: i64,
+    pub revision: u64,
+    pub note: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Case {
+    /// `case-<revision>-<n>`: one per receiver of a hand-off.
+    pub id: String,
+    /// The hand-off this case belongs to (`case-<revision>`); its siblings share it.
+    pub handoff: String,
+    pub from: String,
+    /// The department that must act now on the receiving side (after an
+    /// assignment: the one the arbiter chose).
+    pub to: String,
+    /// As pushed (its `to` lists every receiver of the hand-off; not flattened,
+    /// since `to` above is this case's current receiver).
+    pub spec: CaseSpec,
+    pub status: CaseStatus,
+    /// When the current stage is due (ms since the epoch).
+    pub due_ms: i64,
+    pub overdue: bool,
+    /// When the receiving department acknowledged receipt (first time only).
+    pub acknowledged_at_ms: Option<i64>,
+    pub resolution: Option<Resolution>,
+    pub steps: Vec<CaseStep>,
+    pub created_revision: u64,
+    pub updated_revision: u64,
+}
+
+impl Case {
+    /// The department whose move it is: the receiver, the originator, or (while
+    /// escalated) the arbiter role; None once closed.
+    pub fn awaiting(&self) -> Awaiting {
+        match self.status {
+            CaseStatus::Pushed | CaseStatus::InProgress => Awaiting::Department(self.to.clone()),
+            CaseStatus::Rejected | CaseStatus::Resolved => Awaiting::Department(self.from.clone()),
+            CaseStatus::Escalated => Awaiting::Arbiter,
+            CaseStatus::Closed => Awaiting::Nobody,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Awaiting {
+    Department(String),
+    Arbiter,
+    Nobody,
+}
+
+/// A step a department takes on a case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaseAction {
+    Acknowledge,
+    Accept,
+    Reject { reason: String },
+    Reroute { to: String, reason: String },
+    Escalate { reason: String },
+    Assign { to: String, reason: String },
+    Resolve { resolution: Resolution },
+    ConfirmFeedback { note: String },
+    ReturnForRework { reason: String },
+}
+
+impl CaseAction {
+    pub fn name(&self) -> &'static str {
+        match self {
+            CaseAction::Acknowledge => "acknowledge",
+            CaseAction::Accept => "accept",
+            CaseAction::Reject { .. } => "reject",
+            CaseAction::Reroute { .. } => "reroute",
+            CaseAction::Escalate { .. } => "escalate",
+            CaseAction::Assign { .. } => "assign",
+            CaseAction::Resolve { .. } => "resolve",
+            CaseAction::ConfirmFeedback { .. } => "confirm_feedback",
+            CaseAction::ReturnForRework { .. } => "return_for_rework",
+        }
+    }
+
+    /// The statuses the action may be taken in.
+    pub fn from_statuses(&self) -> &'static [CaseStatus] {
+        use CaseStatus::*;
+        match self {
+            CaseAction::Acknowledge => &[Pushed, InProgress, Rejected, Escalated, Resolved],
+            CaseAction::Accept | CaseAction::Reject { .. } => &[Pushed],
+            CaseAction::Reroute { .. } | CaseAction::Escalate { .. } => &[Rejected],
+            CaseAction::Assign { .. } => &[Escalated],
+            CaseAction::Resolve { .. } => &[InProgress],
+            CaseAction::ConfirmFeedback { .. } | CaseAction::ReturnForRework { .. } => &[Resolved],
+        }
+    }
+
+    /// Checks the action's own fields; `prefix` is their field path.
+    pub fn validate(&self, prefix: &str) -> Result<(), DomainError> {
+        let f = |n: &str| format!("{prefix}.{n}");
+        match self {
+            CaseAction::Acknowledge | CaseAction::Accept => Ok(()),
+            CaseAction::Reject { reason }
+            | CaseAction::Escalate { reason }
+            | CaseAction::ReturnForRework { reason } => {
+                validate::required_text(&f("reason"), reason, MAX_TEXT_CHARS)
+            }
+            CaseAction::Reroute { to, reason } | CaseAction::Assign { to, reason } => {
+                validate::department_code(&f("to"), to)?;
+                validate::required_text(&f("reason"), reason, MAX_TEXT_CHARS)
+            }
+            CaseAction::Resolve { resolution } => {
+                validate::required_text(
+                    &f("resolution.outcome"),
+                    &resolution.outcome,
+                    MAX_SHORT_CHARS,
+                )?;
+                validate::required_text(
+                    &f("resolution.measures"),
+                    &resolution.measures,
+                    MAX_TEXT_CHARS,
+                )?;
+                validate::optional_text(
+                    &f("resolution.penalty_ref"),
+                    &resolution.penalty_ref,
+                    MAX_SHORT_CHARS,
+                )
+            }
+            CaseAction::ConfirmFeedback { note } => {
+                validate::optional_text(&f("note"), note, MAX_TEXT_CHARS)
+            }
+        }
+    }
+}
+
+/// A notice in a department's case inbox: a reminder or an overdue stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseNotice {
+    pub case_id: String,
+    /// `reminder` or `overdue`.
+    pub kind: String,
+    pub status: CaseStatus,
+    pub due_ms: i64,
+    pub revision: u64,
+    pub at_ms: i64,
+}

@@ -1,0 +1,318 @@
+//! Case hand-offs through `apply`: the closed loop end to end, every rejection and
+//! escalation path, every illegal transition (generated from the step table), and
+//! deadlines driven by a controlled clock through the tick.
+
+mod common;
+use common::*;
+
+use concord_domain::case::{CaseAction, CaseStatus, Resolution};
+use concord_domain::state::keys;
+use concord_domain::{tick_due, Command, DomainError, Outcome};
+
+const HOUR: i64 = 3_600_000;
+
+fn step(w: &mut World, by: &str, id: &str, action: CaseAction) -> concord_domain::case::Case {
+    let rid = format!("s-{}", w.revision);
+    match w
+        .run(
+            by,
+            &rid,
+            Command::CaseStep {
+                id: id.into(),
+                action,
+            },
+        )
+        .result
+    {
+        Ok(Outcome::Case(c)) => c,
+        other => panic!("{by}: {other:?}"),
+    }
+}
+
+fn resolve() -> CaseAction {
+    CaseAction::Resolve {
+        resolution: Resolution {
+            outcome: "责令改正".into(),
+            measures: "立案查处".into(),
+            penalty_ref: "阳交罚〔2026〕12号".into(),
+        },
+    }
+}
+
+#[test]
+fn a_case_goes_round_the_loop_and_every_step_is_recorded() {
+    let mut w = World::new();
+    let cases = match w
+        .run(
+            "SAMR",
+            "push",
+            Command::PushCase {
+                case: case_spec(&["TRANS", "EMER"]),
+            },
+        )
+        .result
+    {
+        Ok(Outcome::Cases(c)) => c,
+        other => panic!("{other:?}"),
+    };
+    // A hand-off to two departments: two linked cases.
+    assert_eq!(cases.len(), 2);
+    assert_eq!(cases[0].handoff, cases[1].handoff);
+    let id = cases[0].id.clone();
+    let c = step(&mut w, "TRANS", &id, CaseAction::Acknowledge);
+    assert!(c.acknowledged_at_ms.is_some());
+    // Rejected, re-routed to EMER... who also rejects; escalated; the arbiter assigns.
+    step(
+        &mut w,
+        "TRANS",
+        &id,
+        CaseAction::Reject {
+            reason: "不属本部门".into(),
+        },
+    );
+    let c = step(
+        &mut w,
+        "SAMR",
+        &id,
+        CaseAction::Reroute {
+            to: "HEALTH".into(),
+            reason: "改派卫健".into(),
+        },
+    );
+    assert_eq!((c.status, c.to.as_str()), (CaseStatus::Pushed, "HEALTH"));
+    step(
+        &mut w,
+        "HEALTH",
+        &id,
+        CaseAction::Reject {
+            reason: "亦不属本部门".into(),
+        },
+    );
+    step(
+        &mut w,
+        "SAMR",
+        &id,
+        CaseAction::Escalate {
+            reason: "职责争议".into(),
+        },
+    );
+    let c = step(
+        &mut w,
+        "JUST",
+        &id,
+        CaseAction::Assign {
+            to: "TRANS".into(),
+            reason: "依《道路运输条例》属交通".into(),
+        },
+    );
+    assert_eq!((c.status, c.to.as_str()), (CaseStatus::InProgress, "TRANS"));
+    // Resolved, returned for rework, resolved again, confirmed.
+    step(&mut w, "TRANS", &id, resolve());
+    step(
+        &mut w,
+        "SAMR",
+        &id,
+        CaseAction::ReturnForRework {
+            reason: "未附处罚决定".into(),
+        },
+    );
+    step(&mut w, "TRANS", &id, resolve());
+    let c = step(
+        &mut w,
+        "SAMR",
+        &id,
+        CaseAction::ConfirmFeedback {
+            note: "确认办结".into(),
+        },
+    );
+    assert_eq!(c.status, CaseStatus::Closed);
+    let actions: Vec<(&str, &str)> = c
+        .steps
+        .iter()
+        .map(|s| (s.action.as_str(), s.by.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            ("push", "SAMR"),
+            ("acknowledge", "TRANS"),
+            ("reject", "TRANS"),
+            ("reroute", "SAMR"),
+            ("reject", "HEALTH"),
+            ("escalate", "SAMR"),
+            ("assign", "JUST"),
+            ("resolve", "TRANS"),
+            ("return_for_rework", "SAMR"),
+            ("resolve", "TRANS"),
+            ("confirm_feedback", "SAMR"),
+        ]
+    );
+    // Closed: nothing waits on anyone, and nothing is due.
+    assert!(w
+        .state
+        .map
+        .keys()
+        .all(|k| !k.starts_with(&format!("caseaw/")) || !k.ends_with(&id)));
+    assert!(w
+        .state
+        .map
+        .keys()
+        .all(|k| !(k.starts_with("casedue/") && k.ends_with(&id))));
+    // Wrong departments are refused.
+    let other = cases[1].id.clone();
+    let e = w.err(
+        "TRANS",
+        Command::CaseStep {
+            id: other.clone(),
+            action: CaseAction::Accept,
+        },
+    );
+    assert!(matches!(e, DomainError::PermissionDenied { .. }), "{e:?}");
+    let e = w.err(
+        "EMER",
+        Command::CaseStep {
+            id: other,
+            action: CaseAction::Escalate { reason: "x".into() },
+        },
+    );
+    assert!(matches!(e, DomainError::PermissionDenied { .. }), "{e:?}");
+}
+
+#[test]
+fn every_illegal_step_is_a_failed_precondition() {
+    let statuses = [
+        CaseStatus::Pushed,
+        CaseStatus::Rejected,
+        CaseStatus::Escalated,
+        CaseStatus::InProgress,
+        CaseStatus::Resolved,
+        CaseStatus::Closed,
+    ];
+    let actions: Vec<(&str, CaseAction)> = vec![
+        ("TRANS", CaseAction::Acknowledge),
+        ("TRANS", CaseAction::Accept),
+        ("TRANS", CaseAction::Reject { reason: "r".into() }),
+        (
+            "SAMR",
+            CaseAction::Reroute {
+                to: "EMER".into(),
+                reason: "r".into(),
+            },
+        ),
+        ("SAMR", CaseAction::Escalate { reason: "r".into() }),
+        (
+            "JUST",
+            CaseAction::Assign {
+                to: "EMER".into(),
+                reason: "r".into(),
+            },
+        ),
+        ("TRANS", resolve()),
+        (
+            "SAMR",
+            CaseAction::ConfirmFeedback {
+                note: String::new(),
+            },
+        ),
+        ("SAMR", CaseAction::ReturnForRework { reason: "r".into() }),
+    ];
+    let (mut legal, mut illegal) = (0, 0);
+    for status in statuses {
+        for (by, action) in &actions {
+            let mut w = World::new();
+            let id = case_in(&mut w, status);
+            let allowed = action.from_statuses().contains(&status);
+            let rid = format!("x-{}", w.revision);
+            let r = w.run(
+                by,
+                &rid,
+                Command::CaseStep {
+                    id: id.clone(),
+                    action: action.clone(),
+                },
+            );
+            if allowed {
+                assert!(
+                    r.result.is_ok(),
+                    "{} in {status:?}: {:?}",
+                    action.name(),
+                    r.result
+                );
+                legal += 1;
+            } else {
+                let e = w.err(
+                    by,
+                    Command::CaseStep {
+                        id,
+                        action: action.clone(),
+                    },
+                );
+                assert!(
+                    matches!(e, DomainError::FailedPrecondition { .. }),
+                    "{} in {status:?}: {e:?}",
+                    action.name()
+                );
+                illegal += 1;
+            }
+        }
+    }
+    assert_eq!(legal + illegal, 6 * 9);
+    eprintln!("case steps: {legal} legal and {illegal} illegal status × step pairs checked");
+}
+
+#[test]
+fn a_stage_is_overdue_exactly_when_due_with_a_reminder_before() {
+    let mut w = World::new();
+    let pushed_at = w.now + 1000;
+    let id = case_in(&mut w, CaseStatus::Pushed);
+    let due = pushed_at + 72 * HOUR;
+    let tick = |w: &mut World| {
+        w.run(
+            "SAMR",
+            "",
+            Command::Tick {
+                dedup_retention_ms: i64::MAX / 4,
+            },
+        )
+    };
+    let notices = |w: &World, d: &str| -> Vec<String> {
+        w.state
+            .map
+            .iter()
+            .filter(|(k, _)| k.starts_with(&keys::case_notices(d)))
+            .map(|(_, v)| {
+                serde_json::from_slice::<serde_json::Value>(v).unwrap()["kind"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    // 48 h in (24 h before the deadline): a reminder to TRANS only.
+    w.now = due - 24 * HOUR - 1;
+    assert!(!tick_due(&w.state, w.now, i64::MAX / 4).unwrap());
+    w.now += 1;
+    assert!(tick_due(&w.state, w.now, i64::MAX / 4).unwrap());
+    tick(&mut w);
+    assert_eq!(notices(&w, "TRANS"), vec!["reminder"]);
+    assert!(notices(&w, "SAMR").is_empty());
+    // One millisecond before the deadline: not overdue.
+    w.now = due - 1;
+    assert!(!tick_due(&w.state, w.now, i64::MAX / 4).unwrap());
+    let case = concord_domain::query::case(&w.state, &id).unwrap();
+    assert!(!case.overdue);
+    // At the deadline: overdue, and the handler, the originator and the arbiter hear of it.
+    w.now = due;
+    assert!(tick_due(&w.state, w.now, i64::MAX / 4).unwrap());
+    tick(&mut w);
+    let case = concord_domain::query::case(&w.state, &id).unwrap();
+    assert!(case.overdue);
+    for d in ["TRANS", "SAMR", "JUST"] {
+        assert!(notices(&w, d).contains(&"overdue".to_string()), "{d}");
+    }
+    assert!(notices(&w, "EMER").is_empty());
+    // Accepting starts the next stage with its own deadline.
+    let c = step(&mut w, "TRANS", &id, CaseAction::Accept);
+    assert!(!c.overdue);
+    assert_eq!(c.due_ms, w.now + 360 * HOUR);
+}

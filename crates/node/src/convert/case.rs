@@ -1,0 +1,218 @@
+//! Wire ↔ domain for case hand-offs.
+
+use concord_domain::case::{
+    Case, CaseAction, CaseKind, CaseNotice, CaseSource, CaseSpec, DeadlinePolicy, Priority,
+    Resolution, StageHours,
+};
+use concord_domain::DomainError;
+use concord_proto::case::v1 as pk;
+
+use super::{unknown, unspecified};
+
+fn kind(field: &str, n: i32) -> Result<CaseKind, DomainError> {
+    match pk::CaseKind::try_from(n).map_err(|_| unknown(field, n))? {
+        pk::CaseKind::Unspecified => Err(unspecified(field)),
+        pk::CaseKind::Clue => Ok(CaseKind::Clue),
+        pk::CaseKind::RiskWarning => Ok(CaseKind::RiskWarning),
+    }
+}
+
+fn source(field: &str, n: i32) -> Result<CaseSource, DomainError> {
+    use pk::CaseSource as S;
+    Ok(match S::try_from(n).map_err(|_| unknown(field, n))? {
+        S::Unspecified => return Err(unspecified(field)),
+        S::Hotline12345 => CaseSource::Hotline12345,
+        S::Complaint => CaseSource::Complaint,
+        S::Report => CaseSource::Report,
+        S::InspectionResult => CaseSource::InspectionResult,
+        S::RiskWarningModel => CaseSource::RiskWarningModel,
+        S::PublicOpinion => CaseSource::PublicOpinion,
+        S::Other => CaseSource::Other,
+    })
+}
+
+fn priority(field: &str, n: i32) -> Result<Priority, DomainError> {
+    Ok(
+        match pk::Priority::try_from(n).map_err(|_| unknown(field, n))? {
+            pk::Priority::Unspecified => return Err(unspecified(field)),
+            pk::Priority::Low => Priority::Low,
+            pk::Priority::Normal => Priority::Normal,
+            pk::Priority::High => Priority::High,
+            pk::Priority::Urgent => Priority::Urgent,
+        },
+    )
+}
+
+pub fn case_spec(field: &str, c: Option<&pk::Case>) -> Result<CaseSpec, DomainError> {
+    let c = c.ok_or_else(|| DomainError::invalid(field, "is required"))?;
+    let spec = CaseSpec {
+        kind: kind(&format!("{field}.kind"), c.kind)?,
+        source: source(&format!("{field}.source"), c.source)?,
+        source_ref: c.source_ref.clone(),
+        uscc: (!c.uscc.is_empty()).then(|| c.uscc.clone()),
+        title: c.title.clone(),
+        description: c.description.clone(),
+        evidence: c.evidence.clone(),
+        to: c.to.clone(),
+        priority: priority(&format!("{field}.priority"), c.priority)?,
+    };
+    spec.validate(field)?;
+    Ok(spec)
+}
+
+pub fn case_to_wire(c: &Case) -> pk::Case {
+    let s = &c.spec;
+    pk::Case {
+        id: c.id.clone(),
+        handoff: c.handoff.clone(),
+        from: c.from.clone(),
+        to: vec![c.to.clone()],
+        kind: match s.kind {
+            CaseKind::Clue => pk::CaseKind::Clue,
+            CaseKind::RiskWarning => pk::CaseKind::RiskWarning,
+        } as i32,
+        source: match s.source {
+            CaseSource::Hotline12345 => pk::CaseSource::Hotline12345,
+            CaseSource::Complaint => pk::CaseSource::Complaint,
+            CaseSource::Report => pk::CaseSource::Report,
+            CaseSource::InspectionResult => pk::CaseSource::InspectionResult,
+            CaseSource::RiskWarningModel => pk::CaseSource::RiskWarningModel,
+            CaseSource::PublicOpinion => pk::CaseSource::PublicOpinion,
+            CaseSource::Other => pk::CaseSource::Other,
+        } as i32,
+        source_ref: s.source_ref.clone(),
+        uscc: s.uscc.clone().unwrap_or_default(),
+        title: s.title.clone(),
+        description: s.description.clone(),
+        evidence: s.evidence.clone(),
+        priority: match s.priority {
+            Priority::Low => pk::Priority::Low,
+            Priority::Normal => pk::Priority::Normal,
+            Priority::High => pk::Priority::High,
+            Priority::Urgent => pk::Priority::Urgent,
+        } as i32,
+        status: c.status.as_str().into(),
+        due_ms: c.due_ms,
+        overdue: c.overdue,
+        acknowledged_at_ms: c.acknowledged_at_ms.unwrap_or(0),
+        resolution: c.resolution.as_ref().map(|r| pk::Resolution {
+            outcome: r.outcome.clone(),
+            measures: r.measures.clone(),
+            penalty_ref: r.penalty_ref.clone(),
+        }),
+        steps: c
+            .steps
+            .iter()
+            .map(|s| pk::CaseStep {
+                action: s.action.clone(),
+                by: s.by.clone(),
+                at_ms: s.at_ms,
+                revision: s.revision,
+                note: s.note.clone(),
+            })
+            .collect(),
+        created_revision: c.created_revision,
+        updated_revision: c.updated_revision,
+    }
+}
+
+/// The action of a step request for `method`, with its fields checked.
+pub fn case_action(method: &str, r: &pk::CaseStepRequest) -> Result<CaseAction, DomainError> {
+    let action = match method {
+        "acknowledge" => CaseAction::Acknowledge,
+        "accept" => CaseAction::Accept,
+        "reject" => CaseAction::Reject {
+            reason: r.reason.clone(),
+        },
+        "reroute" => CaseAction::Reroute {
+            to: r.to.clone(),
+            reason: r.reason.clone(),
+        },
+        "escalate" => CaseAction::Escalate {
+            reason: r.reason.clone(),
+        },
+        "assign" => CaseAction::Assign {
+            to: r.to.clone(),
+            reason: r.reason.clone(),
+        },
+        "resolve" => {
+            let res = r
+                .resolution
+                .as_ref()
+                .ok_or_else(|| DomainError::invalid("resolution", "is required"))?;
+            CaseAction::Resolve {
+                resolution: Resolution {
+                    outcome: res.outcome.clone(),
+                    measures: res.measures.clone(),
+                    penalty_ref: res.penalty_ref.clone(),
+                },
+            }
+        }
+        "confirm_feedback" => CaseAction::ConfirmFeedback {
+            note: r.reason.clone(),
+        },
+        _ => CaseAction::ReturnForRework {
+            reason: r.reason.clone(),
+        },
+    };
+    // The step request's fields are top-level: validate with an empty prefix.
+    action.validate("").map_err(|e| match e {
+        DomainError::InvalidArgument { field, reason } => DomainError::InvalidArgument {
+            field: field.trim_start_matches('.').to_string(),
+            reason,
+        },
+        other => other,
+    })?;
+    Ok(action)
+}
+
+pub fn notice_to_wire(n: &CaseNotice) -> pk::CaseNotice {
+    pk::CaseNotice {
+        case_id: n.case_id.clone(),
+        kind: n.kind.clone(),
+        status: n.status.as_str().into(),
+        due_ms: n.due_ms,
+        revision: n.revision,
+        at_ms: n.at_ms,
+    }
+}
+
+fn hours(field: &str, h: Option<&pk::StageHours>) -> Result<StageHours, DomainError> {
+    let h = h.ok_or_else(|| DomainError::invalid(field, "is required"))?;
+    Ok(StageHours {
+        accept: h.accept,
+        assign: h.assign,
+        handle: h.handle,
+        feedback: h.feedback,
+        reroute: h.reroute,
+        remind_before: h.remind_before,
+    })
+}
+
+pub fn deadline_policy(
+    field: &str,
+    p: Option<&pk::DeadlinePolicy>,
+) -> Result<DeadlinePolicy, DomainError> {
+    let p = p.ok_or_else(|| DomainError::invalid(field, "is required"))?;
+    let policy = DeadlinePolicy {
+        clue: hours(&format!("{field}.clue"), p.clue.as_ref())?,
+        risk_warning: hours(&format!("{field}.risk_warning"), p.risk_warning.as_ref())?,
+    };
+    policy.validate()?;
+    Ok(policy)
+}
+
+pub fn deadline_policy_to_wire(p: &DeadlinePolicy) -> pk::DeadlinePolicy {
+    let h = |s: &StageHours| pk::StageHours {
+        accept: s.accept,
+        assign: s.assign,
+        handle: s.handle,
+        feedback: s.feedback,
+        reroute: s.reroute,
+        remind_before: s.remind_before,
+    };
+    pk::DeadlinePolicy {
+        clue: Some(h(&p.clue)),
+        risk_warning: Some(h(&p.risk_warning)),
+    }
+}
