@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use concord_proto::case::v1::case_service_client::CaseServiceClient;
 use concord_proto::case::v1::*;
-use concord_proto::cluster::v1::AuditHeadRequest;
+use concord_proto::cluster::v1::{AuditHeadRequest, ListAuditRequest};
 use concord_proto::watch::v1::watch_service_client::WatchServiceClient;
 use concord_proto::watch::v1::{event, RecordKind, WatchRequest};
 use concord_tests::{at_least, must_eventually, Cluster, TestPki};
@@ -154,6 +154,37 @@ async fn a_case_is_pushed_disputed_assigned_resolved_and_closed_across_departmen
             ("confirm_feedback", "SAMR"),
         ]
         .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    // The full-process record of the case, refused attempts included.
+    let trail = c
+        .admin(eco)
+        .list_audit(ListAuditRequest {
+            target: id.clone(),
+            read: at_least(revision),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    let kinds: Vec<(String, String, String)> = trail
+        .iter()
+        .map(|r| (r.kind.clone(), r.actor.clone(), r.outcome.clone()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("push_case", "SAMR", "OK"),
+            ("acknowledge_case", "TRANS", "OK"),
+            ("accept_case", "SAMR", "PERMISSION_DENIED"),
+            ("reject_case", "TRANS", "OK"),
+            ("resolve_case", "TRANS", "FAILED_PRECONDITION"),
+            ("escalate_case", "SAMR", "OK"),
+            ("assign_case", "JUST", "OK"),
+            ("resolve_case", "TRANS", "OK"),
+            ("confirm_case_feedback", "SAMR", "OK"),
+        ]
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
     );
     // Every replica holds the same audit chain through the close.
     let mut heads = vec![];

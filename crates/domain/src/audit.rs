@@ -285,3 +285,43 @@ fn done(checked: u64, next_revision: u64, head: AuditHead) -> Verification {
         head,
     }
 }
+
+/// Audit records from `from` on, only those about `target` (or the hand-off it
+/// belongs to) when given, at most
+/// `limit`; also where to continue (0 when the chain's end was reached). Reads at
+/// most `scan_budget` records, so a rare target does not make one call unbounded.
+pub fn list(
+    view: &dyn StateRead,
+    from: u64,
+    target: Option<&str>,
+    limit: usize,
+    scan_budget: usize,
+) -> Result<(Vec<AuditRecord>, u64), StorageFault> {
+    let mut out = vec![];
+    let mut after = (from > 0).then(|| keys::audit(from - 1));
+    let mut scanned = 0;
+    loop {
+        let batch = view.scan(keys::AUDIT, after.as_deref(), 512)?;
+        if batch.is_empty() {
+            return Ok((out, 0));
+        }
+        for (k, v) in &batch {
+            let r: AuditRecord = decode(k, v)?;
+            if out.len() == limit || scanned == scan_budget {
+                return Ok((out, r.revision));
+            }
+            scanned += 1;
+            // A hand-off's own record belongs to each of its cases (`<hand-off>-<n>`).
+            let about = |t: &str| {
+                t == r.target
+                    || (!r.target.is_empty()
+                        && t.strip_prefix(r.target.as_str())
+                            .is_some_and(|rest| rest.starts_with('-')))
+            };
+            if target.is_none_or(about) {
+                out.push(r);
+            }
+        }
+        after = batch.last().map(|(k, _)| k.clone());
+    }
+}

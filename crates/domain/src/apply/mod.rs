@@ -120,6 +120,11 @@ pub fn apply(
         (Some(t), _) => t.to_string(),
         (None, Ok(Outcome::Item(item))) => item.id.clone(),
         (None, Ok(Outcome::Department(d))) => d.code().to_string(),
+        (None, Ok(Outcome::Plan(p))) => p.id.clone(),
+        // A hand-off is recorded under its id; its cases are `<hand-off>-<n>`.
+        (None, Ok(Outcome::Cases(cases))) => {
+            cases.first().map(|c| c.handoff.clone()).unwrap_or_default()
+        }
         _ => String::new(),
     };
     let outcome = match &result {

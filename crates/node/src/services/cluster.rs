@@ -359,6 +359,48 @@ impl ClusterService for ClusterSvc {
         .await
     }
 
+    async fn list_audit(
+        &self,
+        req: Request<ListAuditRequest>,
+    ) -> Result<Response<ListAuditResponse>, Status> {
+        let timeout = timeout_of(&req, &self.core);
+        let r = req.into_inner();
+        if r.limit > 1000 {
+            return Err(invalid("limit", "at most 1000"));
+        }
+        if !r.target.is_empty() {
+            validate::required_text("target", &r.target, validate::MAX_SHORT_CHARS)
+                .map_err(NodeError::from)?;
+        }
+        let limit = if r.limit == 0 { 100 } else { r.limit as usize };
+        let revision = self.core.read_barrier(r.read.as_ref(), timeout).await?;
+        let target = (!r.target.is_empty()).then_some(r.target.as_str());
+        let (records, next_revision) =
+            concord_domain::audit::list(&self.core.reader, r.from_revision, target, limit, 100_000)
+                .map_err(NodeError::from)?;
+        Ok(Response::new(ListAuditResponse {
+            header: header(&self.core, revision, false),
+            records: records
+                .into_iter()
+                .map(|a| concord_proto::cluster::v1::AuditRecord {
+                    revision: a.revision,
+                    actor: a.actor,
+                    principal: a.principal.as_str().into(),
+                    kind: a.kind.as_str().into(),
+                    target: a.target,
+                    basis: a.basis,
+                    request_id: a.request_id,
+                    timestamp_ms: a.timestamp_ms,
+                    outcome: a.outcome,
+                    prev_revision: a.prev_revision,
+                    prev_hash: a.prev_hash,
+                    hash: a.hash,
+                })
+                .collect(),
+            next_revision,
+        }))
+    }
+
     async fn audit_head(
         &self,
         req: Request<AuditHeadRequest>,
