@@ -254,7 +254,10 @@ pub(super) fn case_step(tx: &mut Tx, id: &str, action: &CaseAction) -> Result<Ou
         note,
     });
     let policy = deadlines(tx)?;
-    case.due_ms = tx.now() + stage_hours(&policy, &case) as i64 * HOUR_MS;
+    case.due_ms = match case.status {
+        CaseStatus::Closed => 0,
+        _ => tx.now() + stage_hours(&policy, &case) as i64 * HOUR_MS,
+    };
     case.updated_revision = tx.revision;
     tx.save_case(&case, &format!("case.{}", action.name()))?;
     Ok(Outcome::Case(case))
