@@ -9,7 +9,7 @@ SAMR_A=$H:$BASE; TRANS_A=$H:$((BASE+1)); JUST_A=$H:$((BASE+2))
 c() { echo "-cacert $P/ca.pem -cert $P/$1-client-app.pem -key $P/$1-client-app.key"; }
 SAMR=$(c SAMR); TRANS=$(c TRANS); JUST=$(c JUST)
 ADMIN="-cacert $P/ca.pem -cert $P/BIGDATA-admin-operator.pem -key $P/BIGDATA-admin-operator.key"
-show() { python3 -c "import json,sys;d=json.load(sys.stdin);c=d.get('case') or d['cases'][0];print('  ',c['id'],c['status'],'with',c['to'][0],'due',c['dueMs'])"; }
+show() { python3 -c "import json,sys;d=json.load(sys.stdin);c=d.get('case') or d['cases'][0];print('  ',c['id'],c['status'],'with',c['to'][0],'due',c.get('dueMs','—'))"; }
 echo '$ grpcurl $SAMR … CaseService/PushCase (to TRANS)'
 ID=$(grpcurl $SAMR -d '{"request_id":"push-1","case":{"kind":"CLUE","source":"HOTLINE_12345","source_ref":"12345-20261129-0042","uscc":"91140311729YDWUJ0U","title":"加油站违规储存危化品","description":"群众反映夜间违规卸油","evidence":["'$(echo -n 录音 | sha256sum | cut -c1-64)'"],"to":["TRANS"],"priority":"HIGH"}}' $SAMR_A concord.case.v1.CaseService/PushCase | python3 -c "import json,sys;c=json.load(sys.stdin)['cases'][0];print(c['id'])")
 echo "   $ID PUSHED"
