@@ -288,6 +288,11 @@ pub fn authorize(view: &dyn StateRead, env: &Envelope) -> Result<(), Failure> {
     if allowed.iter().any(|a| subject.holds(*a)) {
         return Ok(());
     }
+    if let Some(case) = &case {
+        if !query::may_see_case(view, &env.actor, case)? {
+            return Err(DomainError::not_found("case", &case.id).into());
+        }
+    }
     if let Some(item) = &target_item {
         if !query::visible(view, &Scope::load(view, &env.actor)?, item)? {
             return Err(DomainError::not_found("item", &item.id).into());

@@ -201,10 +201,16 @@ impl DeadlinePolicy {
                     ));
                 }
             }
-            if h.remind_before >= h.accept.min(h.handle) {
+            let shortest = h
+                .accept
+                .min(h.assign)
+                .min(h.handle)
+                .min(h.feedback)
+                .min(h.reroute);
+            if h.remind_before >= shortest {
                 return Err(DomainError::invalid(
                     format!("policy.{name}.remind_before"),
-                    "must be shorter than the accept and handle stages",
+                    "must be shorter than every stage",
                 ));
             }
         }
@@ -253,6 +259,9 @@ pub struct Case {
     pub status: CaseStatus,
     /// When the current stage is due (ms since the epoch).
     pub due_ms: i64,
+    /// When the reminder of the current stage goes out (0: none).
+    #[serde(default)]
+    pub remind_at_ms: i64,
     pub overdue: bool,
     /// When the receiving department acknowledged receipt (first time only).
     pub acknowledged_at_ms: Option<i64>,
@@ -316,7 +325,7 @@ impl CaseAction {
     pub fn from_statuses(&self) -> &'static [CaseStatus] {
         use CaseStatus::*;
         match self {
-            CaseAction::Acknowledge => &[Pushed, InProgress, Rejected, Escalated, Resolved],
+            CaseAction::Acknowledge => &[Pushed, InProgress],
             CaseAction::Accept | CaseAction::Reject { .. } => &[Pushed],
             CaseAction::Reroute { .. } | CaseAction::Escalate { .. } => &[Rejected],
             CaseAction::Assign { .. } => &[Escalated],

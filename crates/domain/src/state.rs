@@ -108,7 +108,8 @@ pub mod keys {
     pub const CASE_REMINDER: &str = "caserem/";
     /// `caseaw/<department or @arbiter>/<case id>`: whose move it is.
     pub const CASE_AWAITING: &str = "caseaw/";
-    /// `casenote/<department>/<revision:20>/<n:4>`: reminders and overdue notices.
+    /// `casenote/<department>/<revision:20>/<case id>/<kind>`: reminders and
+    /// overdue notices (several cases can fall due in one tick).
     pub const CASE_NOTICE: &str = "casenote/";
 
     pub fn case(id: &str) -> String {
@@ -126,8 +127,8 @@ pub mod keys {
     pub fn cases_awaiting(owner: &str) -> String {
         format!("{CASE_AWAITING}{owner}/")
     }
-    pub fn case_notice(department: &str, revision: u64, n: usize) -> String {
-        format!("{CASE_NOTICE}{department}/{revision:020}/{n:04}")
+    pub fn case_notice(department: &str, revision: u64, case_id: &str, kind: &str) -> String {
+        format!("{CASE_NOTICE}{department}/{revision:020}/{case_id}/{kind}")
     }
     pub fn case_notices(department: &str) -> String {
         format!("{CASE_NOTICE}{department}/")

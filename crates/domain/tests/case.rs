@@ -158,7 +158,8 @@ fn a_case_goes_round_the_loop_and_every_step_is_recorded() {
         .map
         .keys()
         .all(|k| !(k.starts_with("casedue/") && k.ends_with(&id))));
-    // Wrong departments are refused.
+    // A department outside the other case does not even learn it exists; one
+    // inside it but on the wrong side is refused.
     let other = cases[1].id.clone();
     let e = w.err(
         "TRANS",
@@ -167,7 +168,7 @@ fn a_case_goes_round_the_loop_and_every_step_is_recorded() {
             action: CaseAction::Accept,
         },
     );
-    assert!(matches!(e, DomainError::PermissionDenied { .. }), "{e:?}");
+    assert!(matches!(e, DomainError::NotFound { .. }), "{e:?}");
     let e = w.err(
         "EMER",
         Command::CaseStep {
@@ -315,4 +316,52 @@ fn a_stage_is_overdue_exactly_when_due_with_a_reminder_before() {
     let c = step(&mut w, "TRANS", &id, CaseAction::Accept);
     assert!(!c.overdue);
     assert_eq!(c.due_ms, w.now + 360 * HOUR);
+}
+
+#[test]
+fn two_cases_due_in_one_tick_each_leave_their_notice_and_a_reminder_goes_out_once() {
+    let mut w = World::new();
+    let a = case_in(&mut w, CaseStatus::Pushed);
+    let b = case_in(&mut w, CaseStatus::Pushed);
+    let notices = |w: &World, d: &str| -> Vec<(String, String)> {
+        concord_domain::query::case_notices(&w.state, d)
+            .unwrap()
+            .into_iter()
+            .map(|n| (n.case_id, n.kind))
+            .collect()
+    };
+    let tick = |w: &mut World| {
+        w.run(
+            "SAMR",
+            "",
+            Command::Tick {
+                dedup_retention_ms: i64::MAX / 4,
+            },
+        );
+    };
+    // Both reminders fall due in the same tick.
+    w.now += 60 * HOUR;
+    tick(&mut w);
+    assert_eq!(
+        notices(&w, "TRANS"),
+        vec![
+            (a.clone(), "reminder".into()),
+            (b.clone(), "reminder".into())
+        ]
+    );
+    // Acknowledging after the reminder does not send it again.
+    step(&mut w, "TRANS", &a, CaseAction::Acknowledge);
+    w.now += HOUR;
+    assert!(!tick_due(&w.state, w.now, i64::MAX / 4).unwrap());
+    // Both deadlines pass in one tick: the originator keeps a notice for each.
+    w.now += 12 * HOUR;
+    tick(&mut w);
+    let samr = notices(&w, "SAMR");
+    assert_eq!(
+        samr,
+        vec![(a.clone(), "overdue".into()), (b.clone(), "overdue".into())]
+    );
+    // The overdue mark is on the case's own record too.
+    let c = concord_domain::query::case(&w.state, &a).unwrap();
+    assert_eq!(c.steps.last().unwrap().action, "overdue");
 }

@@ -931,12 +931,22 @@ fn the_authority_matrix_is_enforced_for_every_profile_and_command() {
             } else {
                 // A caller who may not even see the unpublished item it names learns
                 // nothing: NOT_FOUND, as for a missing item.
+                // Likewise for a case: it exists only for its sides and arbiters.
                 let unpublished_target = matches!(
                     kind,
                     CommandKind::UpdateDraft
                         | CommandKind::SubmitForReview
                         | CommandKind::ReviewItem
                         | CommandKind::PublishItem
+                        | CommandKind::AcknowledgeCase
+                        | CommandKind::AcceptCase
+                        | CommandKind::RejectCase
+                        | CommandKind::RerouteCase
+                        | CommandKind::EscalateCase
+                        | CommandKind::AssignCase
+                        | CommandKind::ResolveCase
+                        | CommandKind::ConfirmCaseFeedback
+                        | CommandKind::ReturnCaseForRework
                 );
                 // Visibility goes by the acting department, whatever its capacity:
                 // the fixture item names SAMR and TRANS, and JUST reviews legality.

@@ -45,15 +45,14 @@ fn audience(tx: &Tx, case: &Case) -> Result<Vec<String>, Failure> {
 }
 
 impl Tx<'_> {
-    /// Removes the case's current deadline, reminder and awaiting entries.
+    /// Removes the case's current deadline, reminder and awaiting entries (by the
+    /// times stored on the case, whatever the policy says now).
     fn unindex_case(&mut self, case: &Case) -> Result<(), Failure> {
-        let policy = deadlines(self)?;
-        let hours = policy.for_kind(case.spec.kind);
         self.writes
             .insert(keys::case_due(case.due_ms, &case.id), None);
-        if hours.remind_before > 0 {
-            let at = case.due_ms - hours.remind_before as i64 * HOUR_MS;
-            self.writes.insert(keys::case_reminder(at, &case.id), None);
+        if case.remind_at_ms > 0 {
+            self.writes
+                .insert(keys::case_reminder(case.remind_at_ms, &case.id), None);
         }
         if let Some(owner) = awaiting_owner(case) {
             self.writes
@@ -62,26 +61,29 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Saves the case with its deadline, reminder and awaiting entries, and emits it.
+    /// Saves a case that entered a new stage: its deadline, reminder and awaiting
+    /// entries, and emits it.
     fn save_case(&mut self, case: &Case, action: &str) -> Result<(), Failure> {
-        self.put(keys::case(&case.id), case);
-        if case.status != CaseStatus::Closed {
-            let policy = deadlines(self)?;
-            let hours = policy.for_kind(case.spec.kind);
-            if !case.overdue {
-                self.writes
-                    .insert(keys::case_due(case.due_ms, &case.id), Some(vec![]));
-                if hours.remind_before > 0 {
-                    let at = case.due_ms - hours.remind_before as i64 * HOUR_MS;
-                    self.writes
-                        .insert(keys::case_reminder(at, &case.id), Some(vec![]));
-                }
+        if case.status != CaseStatus::Closed && !case.overdue {
+            self.writes
+                .insert(keys::case_due(case.due_ms, &case.id), Some(vec![]));
+            if case.remind_at_ms > 0 {
+                self.writes.insert(
+                    keys::case_reminder(case.remind_at_ms, &case.id),
+                    Some(vec![]),
+                );
             }
         }
         if let Some(owner) = awaiting_owner(case) {
             self.writes
                 .insert(keys::case_awaiting(&owner, &case.id), Some(vec![]));
         }
+        self.record_case(case, action)
+    }
+
+    /// Saves the case record alone (its stage and indexes unchanged) and emits it.
+    fn record_case(&mut self, case: &Case, action: &str) -> Result<(), Failure> {
+        self.put(keys::case(&case.id), case);
         let audience = audience(self, case)?;
         self.emit(
             RecordKind::Case,
@@ -94,9 +96,29 @@ impl Tx<'_> {
     }
 
     fn notify(&mut self, departments: &[String], notice: &CaseNotice) {
-        for (i, d) in departments.iter().enumerate() {
-            self.put(keys::case_notice(d, self.revision, i), notice);
+        for d in departments {
+            self.put(
+                keys::case_notice(d, self.revision, &notice.case_id, &notice.kind),
+                notice,
+            );
         }
+    }
+}
+
+/// Sets the case's deadline and reminder for the stage it is in now.
+fn schedule(policy: &DeadlinePolicy, case: &mut Case, now: i64) {
+    let hours = stage_hours(policy, case) as i64;
+    let remind = policy.for_kind(case.spec.kind).remind_before as i64;
+    if case.status == CaseStatus::Closed {
+        case.due_ms = 0;
+        case.remind_at_ms = 0;
+    } else {
+        case.due_ms = now + hours * HOUR_MS;
+        case.remind_at_ms = if remind > 0 && remind < hours {
+            case.due_ms - remind * HOUR_MS
+        } else {
+            0
+        };
     }
 }
 
@@ -146,6 +168,7 @@ pub(super) fn push_case(tx: &mut Tx, spec: &CaseSpec) -> Result<Outcome, Failure
             },
             status: CaseStatus::Pushed,
             due_ms: 0,
+            remind_at_ms: 0,
             overdue: false,
             acknowledged_at_ms: None,
             resolution: None,
@@ -159,7 +182,7 @@ pub(super) fn push_case(tx: &mut Tx, spec: &CaseSpec) -> Result<Outcome, Failure
             created_revision: tx.revision,
             updated_revision: tx.revision,
         };
-        case.due_ms = tx.now() + stage_hours(&policy, &case) as i64 * HOUR_MS;
+        schedule(&policy, &mut case, tx.now());
         tx.save_case(&case, "case.pushed")?;
         cases.push(case);
     }
@@ -196,7 +219,7 @@ pub(super) fn case_step(tx: &mut Tx, id: &str, action: &CaseAction) -> Result<Ou
             note: String::new(),
         });
         case.updated_revision = tx.revision;
-        tx.save_case(&case, "case.acknowledged")?;
+        tx.record_case(&case, "case.acknowledged")?;
         return Ok(Outcome::Case(case));
     }
     let check_target = |tx: &Tx, field: &str, to: &str, case: &Case| -> Result<(), Failure> {
@@ -227,7 +250,15 @@ pub(super) fn case_step(tx: &mut Tx, id: &str, action: &CaseAction) -> Result<Ou
             case.acknowledged_at_ms = None;
             (CaseStatus::Pushed, reason.clone())
         }
-        CaseAction::Escalate { reason } => (CaseStatus::Escalated, reason.clone()),
+        CaseAction::Escalate { reason } => {
+            if arbiters(tx)?.is_empty() {
+                return Err(DomainError::precondition(
+                    "no department holds the ARBITER role to take an escalation",
+                )
+                .into());
+            }
+            (CaseStatus::Escalated, reason.clone())
+        }
         CaseAction::Assign { to, reason } => {
             check_target(tx, "action.to", to, &case)?;
             if *to != case.to {
@@ -254,10 +285,7 @@ pub(super) fn case_step(tx: &mut Tx, id: &str, action: &CaseAction) -> Result<Ou
         note,
     });
     let policy = deadlines(tx)?;
-    case.due_ms = match case.status {
-        CaseStatus::Closed => 0,
-        _ => tx.now() + stage_hours(&policy, &case) as i64 * HOUR_MS,
-    };
+    schedule(&policy, &mut case, tx.now());
     case.updated_revision = tx.revision;
     tx.save_case(&case, &format!("case.{}", action.name()))?;
     Ok(Outcome::Case(case))
@@ -288,10 +316,20 @@ pub(super) fn process_due(tx: &mut Tx) -> Result<u32, Failure> {
         }
         let id = id.to_string();
         tx.writes.insert(key.clone(), None);
-        let mut case = case(tx, &id)?;
+        // A key whose case moved on (or vanished) is dropped, never fatal to the tick.
+        let Some(mut case) = tx.get::<Case>(&keys::case(&id))? else {
+            continue;
+        };
         if case.due_ms != due || case.overdue || case.status == CaseStatus::Closed {
             continue;
         }
+        case.steps.push(CaseStep {
+            action: "overdue".into(),
+            by: String::new(),
+            at_ms: tx.now(),
+            revision: tx.revision,
+            note: format!("stage {} was due at {due}", case.status.as_str()),
+        });
         case.overdue = true;
         case.updated_revision = tx.revision;
         let arbiters = arbiters(tx)?;
@@ -327,7 +365,13 @@ pub(super) fn process_due(tx: &mut Tx) -> Result<u32, Failure> {
         }
         let id = id.to_string();
         tx.writes.insert(key.clone(), None);
-        let case = case(tx, &id)?;
+        let Some(case) = tx.get::<Case>(&keys::case(&id))? else {
+            continue;
+        };
+        // Only the reminder of the stage the case is in, and not once overdue.
+        if case.remind_at_ms != at || case.overdue || case.status == CaseStatus::Closed {
+            continue;
+        }
         let owner = match case.awaiting() {
             Awaiting::Department(d) => vec![d],
             Awaiting::Arbiter => arbiters(tx)?,

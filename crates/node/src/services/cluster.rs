@@ -363,6 +363,8 @@ impl ClusterService for ClusterSvc {
         &self,
         req: Request<ListAuditRequest>,
     ) -> Result<Response<ListAuditResponse>, Status> {
+        // Records carry reasons and bases of non-public records: operators only.
+        require_admin(&req, "ListAudit")?;
         let timeout = timeout_of(&req, &self.core);
         let r = req.into_inner();
         if r.limit > 1000 {
@@ -375,9 +377,20 @@ impl ClusterService for ClusterSvc {
         let limit = if r.limit == 0 { 100 } else { r.limit as usize };
         let revision = self.core.read_barrier(r.read.as_ref(), timeout).await?;
         let target = (!r.target.is_empty()).then_some(r.target.as_str());
-        let (records, next_revision) =
-            concord_domain::audit::list(&self.core.reader, r.from_revision, target, limit, 100_000)
-                .map_err(NodeError::from)?;
+        let core = self.core.clone();
+        let target = target.map(str::to_string);
+        let (records, next_revision) = tokio::task::spawn_blocking(move || {
+            concord_domain::audit::list(
+                &core.reader,
+                r.from_revision,
+                target.as_deref(),
+                limit,
+                20_000,
+            )
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(NodeError::from)?;
         Ok(Response::new(ListAuditResponse {
             header: header(&self.core, revision, false),
             records: records
