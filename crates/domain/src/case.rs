@@ -38,6 +38,18 @@ pub enum CaseKind {
     RiskWarning,
 }
 
+/// How serious a risk warning is (蓝、黄、橙、红).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WarningLevel {
+    Blue,
+    Yellow,
+    Orange,
+    Red,
+}
+
+pub const MAX_WARNING_ENTITIES: usize = 64;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
@@ -86,6 +98,12 @@ pub struct CaseSpec {
     /// Receiving departments: one linked sub-case per receiver.
     pub to: Vec<String>,
     pub priority: Priority,
+    /// Risk warnings: the warning level (required) and the other entities the
+    /// warning concerns besides `uscc`.
+    #[serde(default)]
+    pub level: Option<WarningLevel>,
+    #[serde(default)]
+    pub entities: Vec<String>,
 }
 
 pub fn validate_evidence(field: &str, evidence: &[String]) -> Result<(), DomainError> {
@@ -119,6 +137,36 @@ impl CaseSpec {
         validate::required_text(&f("title"), &self.title, MAX_NAME_CHARS)?;
         validate::required_text(&f("description"), &self.description, MAX_TEXT_CHARS)?;
         validate_evidence(&f("evidence"), &self.evidence)?;
+        match (self.kind, self.level) {
+            (CaseKind::RiskWarning, None) => {
+                return Err(DomainError::invalid(
+                    f("level"),
+                    "required for a risk warning",
+                ))
+            }
+            (CaseKind::Clue, Some(_)) => {
+                return Err(DomainError::invalid(
+                    f("level"),
+                    "only risk warnings have a level",
+                ))
+            }
+            _ => {}
+        }
+        if self.entities.len() > MAX_WARNING_ENTITIES {
+            return Err(DomainError::invalid(
+                f("entities"),
+                format!("at most {MAX_WARNING_ENTITIES}"),
+            ));
+        }
+        for (i, u) in self.entities.iter().enumerate() {
+            crate::uscc::validate(&f(&format!("entities[{i}]")), u)?;
+            if self.entities[..i].contains(u) || self.uscc.as_ref() == Some(u) {
+                return Err(DomainError::invalid(
+                    f(&format!("entities[{i}]")),
+                    format!("{u} is listed twice"),
+                ));
+            }
+        }
         if self.to.is_empty() || self.to.len() > MAX_RECEIVERS {
             return Err(DomainError::invalid(
                 f("to"),

@@ -365,3 +365,32 @@ fn two_cases_due_in_one_tick_each_leave_their_notice_and_a_reminder_goes_out_onc
     let c = concord_domain::query::case(&w.state, &a).unwrap();
     assert_eq!(c.steps.last().unwrap().action, "overdue");
 }
+
+#[test]
+fn a_risk_warning_carries_a_level_and_runs_on_its_own_deadlines() {
+    use concord_domain::case::{CaseKind, CaseSource, WarningLevel};
+    let mut w = World::new();
+    let mut spec = case_spec(&["TRANS", "EMER"]);
+    spec.kind = CaseKind::RiskWarning;
+    spec.source = CaseSource::RiskWarningModel;
+    // A warning without a level is refused, naming the field.
+    let e = w.err("SAMR", Command::PushCase { case: spec.clone() });
+    assert!(
+        matches!(&e, DomainError::InvalidArgument { field, .. } if field == "case.level"),
+        "{e:?}"
+    );
+    spec.level = Some(WarningLevel::Orange);
+    spec.entities = vec![ENTITIES[1].0.into(), ENTITIES[2].0.into()];
+    let now = w.now + 1000;
+    let cases = match w
+        .run("SAMR", "warn", Command::PushCase { case: spec })
+        .result
+    {
+        Ok(Outcome::Cases(c)) => c,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(cases.len(), 2);
+    // Verify (accept) within 24 h, not the 72 h of a clue.
+    assert_eq!(cases[0].due_ms, now + 24 * HOUR);
+    assert_eq!(cases[0].spec.entities.len(), 2);
+}

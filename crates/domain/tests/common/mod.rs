@@ -331,6 +331,8 @@ pub fn case_spec(to: &[&str]) -> concord_domain::case::CaseSpec {
         evidence: vec!["cd".repeat(32)],
         to: to.iter().map(|d| d.to_string()).collect(),
         priority: concord_domain::case::Priority::High,
+        level: None,
+        entities: vec![],
     }
 }
 

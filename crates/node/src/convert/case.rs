@@ -2,7 +2,7 @@
 
 use concord_domain::case::{
     Case, CaseAction, CaseKind, CaseNotice, CaseSource, CaseSpec, DeadlinePolicy, Priority,
-    Resolution, StageHours,
+    Resolution, StageHours, WarningLevel,
 };
 use concord_domain::DomainError;
 use concord_proto::case::v1 as pk;
@@ -55,6 +55,16 @@ pub fn case_spec(field: &str, c: Option<&pk::Case>) -> Result<CaseSpec, DomainEr
         evidence: c.evidence.clone(),
         to: c.to.clone(),
         priority: priority(&format!("{field}.priority"), c.priority)?,
+        level: match pk::WarningLevel::try_from(c.level)
+            .map_err(|_| unknown(&format!("{field}.level"), c.level))?
+        {
+            pk::WarningLevel::Unspecified => None,
+            pk::WarningLevel::Blue => Some(WarningLevel::Blue),
+            pk::WarningLevel::Yellow => Some(WarningLevel::Yellow),
+            pk::WarningLevel::Orange => Some(WarningLevel::Orange),
+            pk::WarningLevel::Red => Some(WarningLevel::Red),
+        },
+        entities: c.entities.clone(),
     };
     spec.validate(field)?;
     Ok(spec)
@@ -113,6 +123,14 @@ pub fn case_to_wire(c: &Case) -> pk::Case {
             .collect(),
         created_revision: c.created_revision,
         updated_revision: c.updated_revision,
+        level: match s.level {
+            None => pk::WarningLevel::Unspecified,
+            Some(WarningLevel::Blue) => pk::WarningLevel::Blue,
+            Some(WarningLevel::Yellow) => pk::WarningLevel::Yellow,
+            Some(WarningLevel::Orange) => pk::WarningLevel::Orange,
+            Some(WarningLevel::Red) => pk::WarningLevel::Red,
+        } as i32,
+        entities: s.entities.clone(),
     }
 }
 
