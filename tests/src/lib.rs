@@ -289,7 +289,7 @@ impl Cluster {
     }
 
     /// A channel to node `id` as its own department's client system.
-    fn channel(&self, id: u64) -> Channel {
+    pub fn channel(&self, id: u64) -> Channel {
         let node = &self.nodes[&id];
         self.pki
             .channel(node.addr, &TestPki::client(&node.department))

@@ -16,10 +16,7 @@ use tonic::transport::Channel;
 use tonic::Code;
 
 fn cases(c: &Cluster, id: u64) -> CaseServiceClient<Channel> {
-    CaseServiceClient::new(c.pki.channel(
-        c.nodes[&id].addr,
-        &TestPki::client(&c.nodes[&id].department),
-    ))
+    CaseServiceClient::new(c.channel(id))
 }
 
 fn clue(to: &[&str], title: &str) -> Case {

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use concord_node::core::now_ms;
 use concord_proto::credit::v1::credit_service_client::CreditServiceClient;
 use concord_proto::credit::v1::{
     CreditKind, CreditRecord, GetTierPolicyRequest, GetTierRequest, PutTierPolicyRequest,
@@ -27,17 +28,11 @@ const NDRC: u64 = 6;
 const USCC: &str = "91140311729YDWUJ0U";
 
 fn entities(c: &Cluster, id: u64) -> EntityServiceClient<Channel> {
-    EntityServiceClient::new(c.pki.channel(
-        c.nodes[&id].addr,
-        &TestPki::client(&c.nodes[&id].department),
-    ))
+    EntityServiceClient::new(c.channel(id))
 }
 
 fn credit(c: &Cluster, id: u64) -> CreditServiceClient<Channel> {
-    CreditServiceClient::new(c.pki.channel(
-        c.nodes[&id].addr,
-        &TestPki::client(&c.nodes[&id].department),
-    ))
+    CreditServiceClient::new(c.channel(id))
 }
 
 fn entity(uscc: &str) -> Entity {
@@ -50,13 +45,6 @@ fn entity(uscc: &str) -> Entity {
         licence: LicenceStatus::Active as i32,
         ..Default::default()
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

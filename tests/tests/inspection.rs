@@ -2,6 +2,7 @@
 //! on every node, verified everywhere) → tasks → results → the over-inspection alert
 //! in each involved department's inbox.
 
+use concord_node::core::now_ms;
 use concord_proto::cluster::v1::SetOverInspectionRuleRequest;
 use concord_proto::credit::v1::credit_service_client::CreditServiceClient;
 use concord_proto::credit::v1::{CreditKind, CreditRecord, RecordCreditRequest, Severity};
@@ -12,7 +13,7 @@ use concord_proto::inspection::v1::*;
 use concord_proto::item::v1::{
     CreateItemRequest, PublishItemRequest, ReviewItemRequest, SubmitForReviewRequest,
 };
-use concord_tests::{at_least, item_content, Cluster, TestPki};
+use concord_tests::{at_least, item_content, Cluster};
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -22,38 +23,15 @@ const JUST: u64 = 3;
 const ECO: u64 = 4;
 const EMER: u64 = 5;
 
-fn channel(c: &Cluster, id: u64) -> Channel {
-    c.pki.channel(
-        c.nodes[&id].addr,
-        &TestPki::client(&c.nodes[&id].department),
-    )
-}
-
 fn inspections(c: &Cluster, id: u64) -> InspectionServiceClient<Channel> {
-    InspectionServiceClient::new(channel(c, id))
+    InspectionServiceClient::new(c.channel(id))
 }
 
 /// Valid codes in Yangquan's city district (area code 140302).
 fn code(i: usize) -> String {
-    const ALPHABET: &str = "0123456789ABCDEFGHJKLMNPQRTUWXY";
-    const W: [usize; 17] = [
-        1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
-    ];
     let first = format!("91140302{i:09}");
-    let sum: usize = first
-        .chars()
-        .zip(W)
-        .map(|(c, w)| ALPHABET.find(c).unwrap() * w)
-        .sum();
-    let check = ALPHABET.chars().nth((31 - sum % 31) % 31).unwrap();
+    let check = concord_domain::uscc::check_character(&first).expect("alphabet");
     format!("{first}{check}")
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -95,8 +73,8 @@ async fn plan_draw_tasks_results_and_alert_across_the_cluster() {
         .await
         .unwrap();
     // Ten entities, six of them tier C after a serious violation.
-    let mut directory = EntityServiceClient::new(channel(&c, SAMR));
-    let mut credit = CreditServiceClient::new(channel(&c, TRANS));
+    let mut directory = EntityServiceClient::new(c.channel(SAMR));
+    let mut credit = CreditServiceClient::new(c.channel(TRANS));
     for i in 0..10 {
         directory
             .register_entity(RegisterEntityRequest {

@@ -70,7 +70,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .open(&log_path)?;
         let mut command = tokio::process::Command::new(&exe);
         if tls.is_some() {
-            let node = &identities[2 * i];
+            let node = identities
+                .iter()
+                .find(|id| {
+                    id.department == DEPARTMENTS[i] && id.role == concord_pki::CertRole::Node
+                })
+                .context("the dev PKI has a node certificate per department")?;
             let files = concord_pki::layout::tls_files(&pki_dir, node);
             command
                 .env("CONCORD_TLS_CA", files.ca)

@@ -34,22 +34,6 @@ pub fn validate_districts(districts: &[String]) -> Result<(), DomainError> {
     Ok(())
 }
 
-/// Record ids the cluster hands out: `<prefix>-<revision>`.
-pub fn validate_id(field: &str, id: &str, prefix: &str) -> Result<(), DomainError> {
-    let ok = id
-        .strip_prefix(prefix)
-        .and_then(|r| r.strip_prefix('-'))
-        .is_some_and(|n| !n.is_empty() && n.len() <= 20 && n.bytes().all(|b| b.is_ascii_digit()));
-    if ok {
-        Ok(())
-    } else {
-        Err(DomainError::invalid(
-            field,
-            format!("not a {prefix}-<number> id"),
-        ))
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LicenceStatus {

@@ -5,8 +5,8 @@
 //! - [`error`]: [`DomainError`], the one error enum every rule returns, and
 //!   [`StorageFault`] for a state view that cannot be read.
 //! - [`validate`]: field checks shared by the API edge and apply (field paths in errors).
-//! - [`department`], [`item`], [`entity`], [`credit`]: the records and their rules;
-//!   [`uscc`] checks unified social credit codes.
+//! - [`department`], [`item`], [`entity`], [`credit`], [`inspection`], [`case`]: the
+//!   records and their rules; [`uscc`] checks unified social credit codes.
 //! - [`command`]: the [`Envelope`] (actor, request id, time, command) and [`Response`].
 //! - [`state`]: the [`StateRead`] view the store provides, keys, and an in-memory view.
 //! - [`authority`]: the authority matrix — who may issue each command — checked at apply.

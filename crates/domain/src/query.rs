@@ -8,7 +8,7 @@ use crate::inspection::{self, Alert, Draw, Inspector, Plan, ResultSpec, Task};
 use crate::item::{Item, ItemStatus, Level};
 use crate::sharing::RecordClass;
 use crate::sharing::Scope;
-use crate::state::{decode, get_typed, keys, StateRead};
+use crate::state::{decode, get_typed, keys, scan_decoded, scan_prefix, StateRead};
 use crate::StorageFault;
 use crate::{DomainError, Failure};
 
@@ -22,19 +22,7 @@ pub fn department(view: &dyn StateRead, code: &str) -> Result<Department, Failur
 }
 
 pub fn departments(view: &dyn StateRead) -> Result<Vec<Department>, Failure> {
-    let mut out = vec![];
-    let mut after: Option<String> = None;
-    loop {
-        let batch = view.scan(keys::DEPARTMENT, after.as_deref(), SCAN_BATCH)?;
-        let done = batch.len() < SCAN_BATCH;
-        for (k, v) in &batch {
-            out.push(decode::<Department>(k, v)?);
-        }
-        after = batch.last().map(|(k, _)| k.clone());
-        if done {
-            return Ok(out);
-        }
-    }
+    Ok(scan_decoded(view, keys::DEPARTMENT)?)
 }
 
 /// What `scope` sees of an item whose latest version is `head`: the head for an
@@ -94,20 +82,7 @@ pub fn item_history(view: &dyn StateRead, scope: &Scope, id: &str) -> Result<Vec
 }
 
 fn item_versions(view: &dyn StateRead, id: &str) -> Result<Vec<Item>, Failure> {
-    let prefix = keys::item_versions(id);
-    let mut out = vec![];
-    let mut after: Option<String> = None;
-    loop {
-        let batch = view.scan(&prefix, after.as_deref(), SCAN_BATCH)?;
-        let done = batch.len() < SCAN_BATCH;
-        for (k, v) in &batch {
-            out.push(decode::<Item>(k, v)?);
-        }
-        after = batch.last().map(|(k, _)| k.clone());
-        if done {
-            return Ok(out);
-        }
-    }
+    Ok(scan_decoded(view, &keys::item_versions(id))?)
 }
 
 /// Filters of ListItems; `None` matches anything.
@@ -213,25 +188,6 @@ pub fn items(
     }
 }
 
-/// Every value under `prefix`, in key order.
-fn scan_all<T: serde::de::DeserializeOwned>(
-    view: &dyn StateRead,
-    prefix: &str,
-) -> Result<Vec<T>, Failure> {
-    let mut out = vec![];
-    let mut after: Option<String> = None;
-    loop {
-        let batch = view.scan(prefix, after.as_deref(), SCAN_BATCH)?;
-        for (k, v) in &batch {
-            out.push(decode::<T>(k, v)?);
-        }
-        match batch.last() {
-            Some((k, _)) if batch.len() == SCAN_BATCH => after = Some(k.clone()),
-            _ => return Ok(out),
-        }
-    }
-}
-
 pub fn districts(view: &dyn StateRead) -> Result<Vec<String>, Failure> {
     Ok(get_typed(view, keys::DISTRICTS)?.unwrap_or_default())
 }
@@ -300,7 +256,7 @@ pub fn entities(
 
 /// The credit records of an entity (current versions), oldest first.
 pub fn credit_records(view: &dyn StateRead, uscc: &str) -> Result<Vec<CreditRecord>, Failure> {
-    let mut records: Vec<CreditRecord> = scan_all(view, &keys::credits(uscc))?;
+    let mut records: Vec<CreditRecord> = scan_decoded(view, &keys::credits(uscc))?;
     records.sort_by_key(|r| r.created_revision);
     Ok(records)
 }
@@ -313,7 +269,7 @@ pub fn credit_record(view: &dyn StateRead, id: &str) -> Result<CreditRecord, Fai
 
 /// Every version of a credit record, oldest first.
 pub fn credit_history(view: &dyn StateRead, id: &str) -> Result<Vec<CreditRecord>, Failure> {
-    let out: Vec<CreditRecord> = scan_all(view, &keys::credit_versions(id))?;
+    let out: Vec<CreditRecord> = scan_decoded(view, &keys::credit_versions(id))?;
     if out.is_empty() {
         return Err(DomainError::not_found("credit record", id).into());
     }
@@ -324,7 +280,7 @@ pub fn credit_history(view: &dyn StateRead, id: &str) -> Result<Vec<CreditRecord
 pub fn tier(view: &dyn StateRead, uscc: &str) -> Result<(TierState, Vec<TierChange>), Failure> {
     let state: TierState = get_typed(view, &keys::tier(uscc))?
         .ok_or_else(|| Failure::from(DomainError::not_found("entity", uscc)))?;
-    let history = scan_all(view, &keys::tier_histories(uscc))?;
+    let history = scan_decoded(view, &keys::tier_histories(uscc))?;
     Ok((state, history))
 }
 
@@ -341,13 +297,13 @@ pub fn tier_policy(view: &dyn StateRead, version: u32) -> Result<TierPolicy, Fai
 
 /// The joint-list entries of an entity, oldest first.
 pub fn listings(view: &dyn StateRead, uscc: &str) -> Result<Vec<Listing>, Failure> {
-    let mut out: Vec<Listing> = scan_all(view, &keys::listings(uscc))?;
+    let mut out: Vec<Listing> = scan_decoded(view, &keys::listings(uscc))?;
     out.sort_by_key(|l| l.created_revision);
     Ok(out)
 }
 
 pub fn inspectors(view: &dyn StateRead, department: &str) -> Result<Vec<Inspector>, Failure> {
-    scan_all(view, &keys::inspectors(department))
+    Ok(scan_decoded(view, &keys::inspectors(department))?)
 }
 
 pub fn plan(view: &dyn StateRead, id: &str) -> Result<Plan, Failure> {
@@ -365,19 +321,11 @@ pub fn task(view: &dyn StateRead, id: &str) -> Result<Task, Failure> {
 
 /// The tasks of a plan, in draw order.
 pub fn tasks(view: &dyn StateRead, plan_id: &str) -> Result<Vec<Task>, Failure> {
-    let mut out = vec![];
     let prefix = keys::tasks_of_plan(plan_id);
-    let mut after: Option<String> = None;
-    loop {
-        let batch = view.scan(&prefix, after.as_deref(), SCAN_BATCH)?;
-        for (k, _) in &batch {
-            out.push(task(view, &k[prefix.len()..])?);
-        }
-        match batch.last() {
-            Some((k, _)) if batch.len() == SCAN_BATCH => after = Some(k.clone()),
-            _ => break,
-        }
-    }
+    let mut out = scan_prefix(view, &prefix)?
+        .iter()
+        .map(|(k, _)| task(view, &k[prefix.len()..]))
+        .collect::<Result<Vec<_>, _>>()?;
     out.sort_by_key(|t| {
         t.id.rsplit('-')
             .next()
@@ -439,7 +387,7 @@ pub fn recent_results(
 
 /// The alerts in a department's inbox, oldest first.
 pub fn inbox(view: &dyn StateRead, department: &str) -> Result<Vec<Alert>, Failure> {
-    let ids: Vec<String> = scan_all(view, &keys::inbox_of(department))?;
+    let ids: Vec<String> = scan_decoded(view, &keys::inbox_of(department))?;
     ids.iter()
         .map(|id| {
             get_typed(view, &keys::alert(id))?
@@ -574,7 +522,7 @@ pub fn handoff(
     department: &str,
     handoff: &str,
 ) -> Result<Vec<Case>, Failure> {
-    let all: Vec<Case> = scan_all(view, &format!("{}{handoff}-", keys::CASE))?;
+    let all: Vec<Case> = scan_decoded(view, &format!("{}{handoff}-", keys::CASE))?;
     let mut out = vec![];
     for c in all {
         if may_see_case(view, department, &c)? {
@@ -599,16 +547,8 @@ pub fn case_inbox(view: &dyn StateRead, department: &str) -> Result<Vec<Case>, F
     let mut out = vec![];
     for owner in owners {
         let prefix = keys::cases_awaiting(&owner);
-        let mut after: Option<String> = None;
-        loop {
-            let batch = view.scan(&prefix, after.as_deref(), SCAN_BATCH)?;
-            for (k, _) in &batch {
-                out.push(case(view, &k[prefix.len()..])?);
-            }
-            match batch.last() {
-                Some((k, _)) if batch.len() == SCAN_BATCH => after = Some(k.clone()),
-                _ => break,
-            }
+        for (k, _) in scan_prefix(view, &prefix)? {
+            out.push(case(view, &k[prefix.len()..])?);
         }
     }
     out.sort_by(|a, b| (a.due_ms, &a.id).cmp(&(b.due_ms, &b.id)));
@@ -617,5 +557,5 @@ pub fn case_inbox(view: &dyn StateRead, department: &str) -> Result<Vec<Case>, F
 
 /// Reminders and overdue notices sent to `department`, oldest first.
 pub fn case_notices(view: &dyn StateRead, department: &str) -> Result<Vec<CaseNotice>, Failure> {
-    scan_all(view, &keys::case_notices(department))
+    Ok(scan_decoded(view, &keys::case_notices(department))?)
 }

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::department::{Department, Role};
 use crate::event::{Event, EventRecord};
 use crate::item::{Item, ItemStatus};
-use crate::state::{decode, get_typed, keys, StateRead};
+use crate::state::{get_typed, keys, scan_decoded, StateRead};
 use crate::validate::{self, MAX_SHORT_CHARS, MAX_TEXT_CHARS};
 use crate::{DomainError, Failure, StorageFault};
 
@@ -157,18 +157,7 @@ impl SharingRuleSpec {
 }
 
 pub fn rules(view: &dyn StateRead) -> Result<Vec<SharingRule>, Failure> {
-    let mut out = vec![];
-    let mut after: Option<String> = None;
-    loop {
-        let batch = view.scan(keys::SHARING, after.as_deref(), 512)?;
-        for (k, v) in &batch {
-            out.push(decode::<SharingRule>(k, v)?);
-        }
-        match batch.last() {
-            Some((k, _)) if batch.len() == 512 => after = Some(k.clone()),
-            _ => return Ok(out),
-        }
-    }
+    Ok(scan_decoded(view, keys::SHARING)?)
 }
 
 /// What one department may see, resolved once per request or stream.

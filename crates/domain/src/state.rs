@@ -225,6 +225,38 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
+/// Every entry under `prefix`, in key order, read in pages.
+pub fn scan_prefix(
+    view: &dyn StateRead,
+    prefix: &str,
+) -> Result<Vec<(String, Vec<u8>)>, StorageFault> {
+    const PAGE: usize = 512;
+    let mut out = vec![];
+    loop {
+        let batch = view.scan(
+            prefix,
+            out.last().map(|(k, _): &(String, Vec<u8>)| k.as_str()),
+            PAGE,
+        )?;
+        let done = batch.len() < PAGE;
+        out.extend(batch);
+        if done {
+            return Ok(out);
+        }
+    }
+}
+
+/// Every value under `prefix`, decoded, in key order.
+pub fn scan_decoded<T: DeserializeOwned>(
+    view: &dyn StateRead,
+    prefix: &str,
+) -> Result<Vec<T>, StorageFault> {
+    scan_prefix(view, prefix)?
+        .iter()
+        .map(|(k, v)| decode(k, v))
+        .collect()
+}
+
 pub fn get_typed<T: DeserializeOwned>(
     view: &dyn StateRead,
     key: &str,

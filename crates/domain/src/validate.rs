@@ -91,6 +91,35 @@ pub fn request_id(field: &str, value: &str) -> Result<(), DomainError> {
     }
 }
 
+/// Ids the cluster hands out: `<prefix>` followed by `numbers` dash-separated
+/// numbers, e.g. `plan-12`, `task-20-1`, `case-5-1`.
+pub fn generated_id(
+    field: &str,
+    id: &str,
+    prefix: &str,
+    numbers: usize,
+) -> Result<(), DomainError> {
+    let ok = id
+        .strip_prefix(prefix)
+        .and_then(|r| r.strip_prefix('-'))
+        .is_some_and(|rest| {
+            let parts: Vec<&str> = rest.split('-').collect();
+            parts.len() == numbers
+                && parts.iter().all(|n| {
+                    !n.is_empty() && n.len() <= 20 && n.bytes().all(|b| b.is_ascii_digit())
+                })
+        });
+    if ok {
+        Ok(())
+    } else {
+        let shape = vec!["<number>"; numbers].join("-");
+        Err(DomainError::invalid(
+            field,
+            format!("not a {prefix}-{shape} id"),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -112,9 +112,26 @@ pub async fn write_with<T>(
     command: Command,
     respond: impl FnOnce(Outcome, Option<ResponseHeader>) -> Result<T, Outcome>,
 ) -> Result<tonic::Response<T>, Status> {
+    write_as(core, method, None, request_id, timeout, command, respond).await
+}
+
+/// Like [`write_with`]; with `admin_department`, as that department's operator
+/// (at the leader only, see [`propose_admin`]).
+pub async fn write_as<T>(
+    core: &NodeCore,
+    method: &'static str,
+    admin_department: Option<String>,
+    request_id: &str,
+    timeout: Duration,
+    command: Command,
+    respond: impl FnOnce(Outcome, Option<ResponseHeader>) -> Result<T, Outcome>,
+) -> Result<tonic::Response<T>, Status> {
     use tracing::Instrument;
     async {
-        let (outcome, header) = propose(core, request_id, command, timeout).await?;
+        let (outcome, header) = match admin_department {
+            Some(d) => propose_admin(core, d, request_id, command).await?,
+            None => propose(core, request_id, command, timeout).await?,
+        };
         respond(outcome, header)
             .map(tonic::Response::new)
             .map_err(unexpected)

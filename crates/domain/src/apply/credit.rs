@@ -27,16 +27,8 @@ impl Tx<'_> {
     /// Every value under `prefix`, including this revision's writes, in key order.
     fn scan_pending<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, Failure> {
         let mut out: BTreeMap<String, T> = BTreeMap::new();
-        let mut after: Option<String> = None;
-        loop {
-            let batch = self.base.scan(prefix, after.as_deref(), 512)?;
-            for (k, v) in &batch {
-                out.insert(k.clone(), decode(k, v)?);
-            }
-            match batch.last() {
-                Some((k, _)) if batch.len() == 512 => after = Some(k.clone()),
-                _ => break,
-            }
+        for (k, v) in scan_prefix(self.base, prefix)? {
+            out.insert(k.clone(), decode(&k, &v)?);
         }
         for (k, v) in self.writes.range(prefix.to_string()..) {
             if !k.starts_with(prefix) {

@@ -120,29 +120,21 @@ pub(super) fn plan(tx: &Tx, id: &str) -> Result<Plan, Failure> {
 /// The entities matching the plan's filter, with their tiers, sorted by code.
 fn population(tx: &Tx, spec: &PlanSpec) -> Result<Vec<Candidate>, Failure> {
     let mut out = vec![];
-    let mut after: Option<String> = None;
-    loop {
-        let batch = tx.base.scan(keys::ENTITY, after.as_deref(), 512)?;
-        for (k, v) in &batch {
-            let e: Entity = decode(k, v)?;
-            let tier: Option<TierState> = tx.get(&keys::tier(&e.spec.uscc))?;
-            let Some(tier) = tier else { continue };
-            let ok = (spec.districts.is_empty() || spec.districts.contains(&e.spec.district))
-                && (spec.industries.is_empty() || spec.industries.contains(&e.spec.industry))
-                && (spec.tiers.is_empty() || spec.tiers.contains(&tier.tier))
-                && e.spec.licence == crate::entity::LicenceStatus::Active;
-            if ok {
-                out.push(Candidate {
-                    uscc: e.spec.uscc,
-                    tier: tier.tier,
-                });
-            }
-        }
-        match batch.last() {
-            Some((k, _)) if batch.len() == 512 => after = Some(k.clone()),
-            _ => return Ok(out),
+    for e in scan_decoded::<Entity>(tx.base, keys::ENTITY)? {
+        let tier: Option<TierState> = tx.get(&keys::tier(&e.spec.uscc))?;
+        let Some(tier) = tier else { continue };
+        let ok = (spec.districts.is_empty() || spec.districts.contains(&e.spec.district))
+            && (spec.industries.is_empty() || spec.industries.contains(&e.spec.industry))
+            && (spec.tiers.is_empty() || spec.tiers.contains(&tier.tier))
+            && e.spec.licence == crate::entity::LicenceStatus::Active;
+        if ok {
+            out.push(Candidate {
+                uscc: e.spec.uscc,
+                tier: tier.tier,
+            });
         }
     }
+    Ok(out)
 }
 
 fn active_inspectors(tx: &Tx, department: &str) -> Result<Vec<String>, Failure> {
@@ -315,30 +307,22 @@ fn published_items(tx: &Tx, spec: &PlanSpec) -> Result<Vec<Item>, Failure> {
 /// A lead draws once per set of items and period: a second plan over any of the
 /// same items, overlapping in time, cannot be drawn after the first was.
 fn refuse_second_draw(tx: &Tx, plan: &Plan) -> Result<(), Failure> {
-    let mut after: Option<String> = None;
-    loop {
-        let batch = tx.base.scan(keys::PLAN, after.as_deref(), 512)?;
-        for (k, v) in &batch {
-            let other: Plan = decode(k, v)?;
-            let overlaps = other.id != plan.id
-                && other.lead == plan.lead
-                && other.status == PlanStatus::Drawn
-                && other.spec.items.iter().any(|i| plan.spec.items.contains(i))
-                && other.spec.period_start_ms < plan.spec.period_end_ms
-                && plan.spec.period_start_ms < other.spec.period_end_ms;
-            if overlaps {
-                return Err(DomainError::precondition(format!(
-                    "{} by {} over the same items and period is already drawn",
-                    other.id, other.lead
-                ))
-                .into());
-            }
-        }
-        match batch.last() {
-            Some((k, _)) if batch.len() == 512 => after = Some(k.clone()),
-            _ => return Ok(()),
+    for other in scan_decoded::<Plan>(tx.base, keys::PLAN)? {
+        let overlaps = other.id != plan.id
+            && other.lead == plan.lead
+            && other.status == PlanStatus::Drawn
+            && other.spec.items.iter().any(|i| plan.spec.items.contains(i))
+            && other.spec.period_start_ms < plan.spec.period_end_ms
+            && plan.spec.period_start_ms < other.spec.period_end_ms;
+        if overlaps {
+            return Err(DomainError::precondition(format!(
+                "{} by {} over the same items and period is already drawn",
+                other.id, other.lead
+            ))
+            .into());
         }
     }
+    Ok(())
 }
 
 pub(super) fn task(tx: &Tx, id: &str) -> Result<Task, Failure> {

@@ -14,7 +14,7 @@ use crate::department::{Department, DepartmentSpec};
 use crate::event::{Event, EventRecord, RecordKind};
 use crate::item::{self, ChangeCause, Item, ItemContent, ItemStatus};
 use crate::sharing::{self, RecordClass, SharingRule, SharingRuleSpec};
-use crate::state::{decode, encode, keys, StateRead, Write};
+use crate::state::{decode, encode, keys, scan_decoded, scan_prefix, StateRead, Write};
 use crate::validate::{self, MAX_TEXT_CHARS};
 use crate::{DomainError, Failure, StorageFault};
 

@@ -7,7 +7,7 @@ use concord_domain::case::{
 use concord_domain::DomainError;
 use concord_proto::case::v1 as pk;
 
-use super::{unknown, unspecified};
+use super::{required, unknown, unspecified};
 
 fn kind(field: &str, n: i32) -> Result<CaseKind, DomainError> {
     match pk::CaseKind::try_from(n).map_err(|_| unknown(field, n))? {
@@ -44,7 +44,7 @@ fn priority(field: &str, n: i32) -> Result<Priority, DomainError> {
 }
 
 pub fn case_spec(field: &str, c: Option<&pk::Case>) -> Result<CaseSpec, DomainError> {
-    let c = c.ok_or_else(|| DomainError::invalid(field, "is required"))?;
+    let c = required(field, c)?;
     let spec = CaseSpec {
         kind: kind(&format!("{field}.kind"), c.kind)?,
         source: source(&format!("{field}.source"), c.source)?,
@@ -196,7 +196,7 @@ pub fn notice_to_wire(n: &CaseNotice) -> pk::CaseNotice {
 }
 
 fn hours(field: &str, h: Option<&pk::StageHours>) -> Result<StageHours, DomainError> {
-    let h = h.ok_or_else(|| DomainError::invalid(field, "is required"))?;
+    let h = required(field, h)?;
     Ok(StageHours {
         accept: h.accept,
         assign: h.assign,
@@ -211,7 +211,7 @@ pub fn deadline_policy(
     field: &str,
     p: Option<&pk::DeadlinePolicy>,
 ) -> Result<DeadlinePolicy, DomainError> {
-    let p = p.ok_or_else(|| DomainError::invalid(field, "is required"))?;
+    let p = required(field, p)?;
     let policy = DeadlinePolicy {
         clue: hours(&format!("{field}.clue"), p.clue.as_ref())?,
         risk_warning: hours(&format!("{field}.risk_warning"), p.risk_warning.as_ref())?,

@@ -10,11 +10,7 @@ use concord_domain::DomainError;
 use concord_proto::credit::v1 as pcr;
 use concord_proto::entity::v1 as pe;
 
-use super::{unknown, unspecified};
-
-fn required<'a, T>(field: &str, m: Option<&'a T>) -> Result<&'a T, DomainError> {
-    m.ok_or_else(|| DomainError::invalid(field, "is required"))
-}
+use super::{required, unknown, unspecified};
 
 fn licence(field: &str, n: i32) -> Result<LicenceStatus, DomainError> {
     match pe::LicenceStatus::try_from(n).map_err(|_| unknown(field, n))? {

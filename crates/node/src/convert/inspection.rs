@@ -8,11 +8,7 @@ use concord_domain::query::FiledResult;
 use concord_domain::DomainError;
 use concord_proto::inspection::v1 as pi;
 
-use super::{unknown, unspecified};
-
-fn required<'a, T>(field: &str, m: Option<&'a T>) -> Result<&'a T, DomainError> {
-    m.ok_or_else(|| DomainError::invalid(field, "is required"))
-}
+use super::{required, unknown, unspecified};
 
 pub fn inspector_spec(
     field: &str,

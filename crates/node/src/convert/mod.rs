@@ -23,6 +23,11 @@ pub use case::*;
 pub use credit::*;
 pub use inspection::*;
 
+/// A message field the request must carry.
+fn required<'a, T>(field: &str, m: Option<&'a T>) -> Result<&'a T, DomainError> {
+    m.ok_or_else(|| DomainError::invalid(field, "is required"))
+}
+
 fn unknown(field: &str, n: i32) -> DomainError {
     DomainError::invalid(field, format!("{n} is not a known value"))
 }
@@ -217,7 +222,7 @@ fn status_to_wire(s: ItemStatus) -> pi::ItemStatus {
 }
 
 fn duty(field: &str, d: Option<&pi::DepartmentDuty>) -> Result<DepartmentDuty, DomainError> {
-    let d = d.ok_or_else(|| DomainError::invalid(field, "is required"))?;
+    let d = required(field, d)?;
     Ok(DepartmentDuty {
         department: d.department.clone(),
         duty: d.duty.clone(),
@@ -235,7 +240,7 @@ fn duty_to_wire(d: &DepartmentDuty) -> pi::DepartmentDuty {
 
 /// Converts and fully validates item content (`field` is its path, e.g. "content").
 pub fn item_content(field: &str, c: Option<&pi::ItemContent>) -> Result<ItemContent, DomainError> {
-    let c = c.ok_or_else(|| DomainError::invalid(field, "is required"))?;
+    let c = required(field, c)?;
     let f = |name: &str| format!("{field}.{name}");
     let content = ItemContent {
         name: c.name.clone(),
@@ -423,7 +428,7 @@ pub fn sharing_rule_spec(
     r: Option<&ps::SharingRule>,
     caller_department: &str,
 ) -> Result<SharingRuleSpec, DomainError> {
-    let r = r.ok_or_else(|| DomainError::invalid(field, "is required"))?;
+    let r = required(field, r)?;
     let provider = if r.provider.is_empty() {
         caller_department.to_string()
     } else {

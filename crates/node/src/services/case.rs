@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use concord_domain::{query, Command, DomainError, Outcome};
+use concord_domain::{query, validate, Command, DomainError, Outcome};
 use concord_proto::case::v1::case_service_server::CaseService;
 use concord_proto::case::v1::*;
 use concord_proto::common::v1::ResponseHeader;
@@ -22,26 +22,8 @@ fn invalid(e: DomainError) -> Status {
 }
 
 /// Case ids are `case-<revision>-<n>`; hand-offs `case-<revision>`.
-fn check_id(field: &str, id: &str, parts: usize) -> Result<(), Status> {
-    let ok = id.strip_prefix("case-").is_some_and(|rest| {
-        let nums: Vec<&str> = rest.split('-').collect();
-        nums.len() == parts
-            && nums
-                .iter()
-                .all(|n| !n.is_empty() && n.len() <= 20 && n.bytes().all(|b| b.is_ascii_digit()))
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(DomainError::invalid(
-            field,
-            if parts == 2 {
-                "not a case id (case-<revision>-<n>)"
-            } else {
-                "not a hand-off id (case-<revision>)"
-            },
-        )))
-    }
+fn check_id(field: &str, id: &str, numbers: usize) -> Result<(), Status> {
+    validate::generated_id(field, id, "case", numbers).map_err(invalid)
 }
 
 fn case_response(o: Outcome, header: Option<ResponseHeader>) -> Result<CaseResponse, Outcome> {

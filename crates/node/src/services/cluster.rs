@@ -10,11 +10,11 @@ use openraft::ServerState;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::auth::{self, Caller};
+use crate::auth;
 use crate::convert;
 use crate::core::NodeCore;
 use crate::error::NodeError;
-use crate::rpc::{self, header, propose_admin, timeout_of};
+use crate::rpc::{self, header, timeout_of, write_as};
 
 pub struct ClusterSvc {
     pub core: Arc<NodeCore>,
@@ -60,11 +60,14 @@ impl ClusterSvc {
     }
 }
 
-/// Refuses `method` unless the caller holds an admin certificate.
-fn require_admin<T>(req: &Request<T>, method: &str) -> Result<Caller, Status> {
+/// Refuses `method` unless the caller holds an admin certificate; returns the
+/// department the admin acts for (this node's in insecure mode).
+fn require_admin<T>(core: &NodeCore, req: &Request<T>, method: &str) -> Result<String, Status> {
     let caller = auth::caller(req)?;
     if caller.is_admin() {
-        return Ok(caller);
+        return Ok(caller
+            .identity
+            .map_or_else(|| core.department.clone(), |i| i.department));
     }
     let who = caller
         .identity
@@ -115,7 +118,7 @@ impl ClusterService for ClusterSvc {
         &self,
         req: Request<AddLearnerRequest>,
     ) -> Result<Response<MembershipResponse>, Status> {
-        require_admin(&req, "AddLearner")?;
+        require_admin(&self.core, &req, "AddLearner")?;
         let timeout = timeout_of(&req, &self.core);
         let r = req.into_inner();
         let span = rpc::span(&self.core, "ClusterService/AddLearner", "");
@@ -144,7 +147,7 @@ impl ClusterService for ClusterSvc {
         &self,
         req: Request<ChangeMembershipRequest>,
     ) -> Result<Response<MembershipResponse>, Status> {
-        require_admin(&req, "ChangeMembership")?;
+        require_admin(&self.core, &req, "ChangeMembership")?;
         let timeout = timeout_of(&req, &self.core);
         let r = req.into_inner();
         let span = rpc::span(&self.core, "ClusterService/ChangeMembership", "");
@@ -174,7 +177,7 @@ impl ClusterService for ClusterSvc {
         &self,
         req: Request<TriggerSnapshotRequest>,
     ) -> Result<Response<TriggerSnapshotResponse>, Status> {
-        require_admin(&req, "TriggerSnapshot")?;
+        require_admin(&self.core, &req, "TriggerSnapshot")?;
         let timeout = timeout_of(&req, &self.core);
         let span = rpc::span(&self.core, "ClusterService/TriggerSnapshot", "");
         async {
@@ -242,35 +245,33 @@ impl ClusterService for ClusterSvc {
         &self,
         req: Request<RegisterDepartmentRequest>,
     ) -> Result<Response<RegisterDepartmentResponse>, Status> {
-        let caller = require_admin(&req, "RegisterDepartment")?;
-        let admin_department = caller
-            .identity
-            .map_or_else(|| self.core.department.clone(), |i| i.department);
+        let admin = require_admin(&self.core, &req, "RegisterDepartment")?;
+        let timeout = timeout_of(&req, &self.core);
         let r = req.into_inner();
-        let span = rpc::span(
+        let d = r
+            .department
+            .as_ref()
+            .ok_or_else(|| invalid("department", "is required"))?;
+        let spec = convert::department_spec("department", d).map_err(NodeError::from)?;
+        let command = Command::RegisterDepartment {
+            department: spec,
+            expected_revision: r.expected_revision,
+        };
+        write_as(
             &self.core,
             "ClusterService/RegisterDepartment",
+            Some(admin),
             &r.request_id,
-        );
-        async {
-            let d = r
-                .department
-                .as_ref()
-                .ok_or_else(|| invalid("department", "is required"))?;
-            let spec = convert::department_spec("department", d).map_err(NodeError::from)?;
-            let command = Command::RegisterDepartment {
-                department: spec,
-                expected_revision: r.expected_revision,
-            };
-            match propose_admin(&self.core, admin_department, &r.request_id, command).await? {
-                (Outcome::Department(d), header) => Ok(Response::new(RegisterDepartmentResponse {
+            timeout,
+            command,
+            |o, header| match o {
+                Outcome::Department(d) => Ok(RegisterDepartmentResponse {
                     header,
                     department: Some(convert::department_to_wire(&d)),
-                })),
-                (other, _) => Err(rpc::unexpected(other)),
-            }
-        }
-        .instrument(span)
+                }),
+                other => Err(other),
+            },
+        )
         .await
     }
 
@@ -278,25 +279,25 @@ impl ClusterService for ClusterSvc {
         &self,
         req: Request<SetDistrictsRequest>,
     ) -> Result<Response<SetDistrictsResponse>, Status> {
-        let caller = require_admin(&req, "SetDistricts")?;
-        let admin_department = caller
-            .identity
-            .map_or_else(|| self.core.department.clone(), |i| i.department);
+        let admin = require_admin(&self.core, &req, "SetDistricts")?;
+        let timeout = timeout_of(&req, &self.core);
         let r = req.into_inner();
         concord_domain::entity::validate_districts(&r.districts).map_err(NodeError::from)?;
-        let span = rpc::span(&self.core, "ClusterService/SetDistricts", &r.request_id);
-        async {
-            let command = Command::SetDistricts {
-                districts: r.districts,
-            };
-            match propose_admin(&self.core, admin_department, &r.request_id, command).await? {
-                (Outcome::Districts(districts), header) => {
-                    Ok(Response::new(SetDistrictsResponse { header, districts }))
-                }
-                (other, _) => Err(rpc::unexpected(other)),
-            }
-        }
-        .instrument(span)
+        let command = Command::SetDistricts {
+            districts: r.districts,
+        };
+        write_as(
+            &self.core,
+            "ClusterService/SetDistricts",
+            Some(admin),
+            &r.request_id,
+            timeout,
+            command,
+            |o, header| match o {
+                Outcome::Districts(districts) => Ok(SetDistrictsResponse { header, districts }),
+                other => Err(other),
+            },
+        )
         .await
     }
 
@@ -304,30 +305,26 @@ impl ClusterService for ClusterSvc {
         &self,
         req: Request<SetOverInspectionRuleRequest>,
     ) -> Result<Response<SetOverInspectionRuleResponse>, Status> {
-        let caller = require_admin(&req, "SetOverInspectionRule")?;
-        let admin_department = caller
-            .identity
-            .map_or_else(|| self.core.department.clone(), |i| i.department);
+        let admin = require_admin(&self.core, &req, "SetOverInspectionRule")?;
+        let timeout = timeout_of(&req, &self.core);
         let r = req.into_inner();
         let rule = convert::rule_from_wire("rule", r.rule.as_ref()).map_err(NodeError::from)?;
-        let span = rpc::span(
+        let command = Command::SetOverInspectionRule { rule };
+        write_as(
             &self.core,
             "ClusterService/SetOverInspectionRule",
+            Some(admin),
             &r.request_id,
-        );
-        async {
-            let command = Command::SetOverInspectionRule { rule };
-            match propose_admin(&self.core, admin_department, &r.request_id, command).await? {
-                (Outcome::OverInspectionRule(rule), header) => {
-                    Ok(Response::new(SetOverInspectionRuleResponse {
-                        header,
-                        rule: Some(convert::rule_to_wire(&rule)),
-                    }))
-                }
-                (other, _) => Err(rpc::unexpected(other)),
-            }
-        }
-        .instrument(span)
+            timeout,
+            command,
+            |o, header| match o {
+                Outcome::OverInspectionRule(rule) => Ok(SetOverInspectionRuleResponse {
+                    header,
+                    rule: Some(convert::rule_to_wire(&rule)),
+                }),
+                other => Err(other),
+            },
+        )
         .await
     }
 
@@ -335,27 +332,27 @@ impl ClusterService for ClusterSvc {
         &self,
         req: Request<SetCaseDeadlinesRequest>,
     ) -> Result<Response<SetCaseDeadlinesResponse>, Status> {
-        let caller = require_admin(&req, "SetCaseDeadlines")?;
-        let admin_department = caller
-            .identity
-            .map_or_else(|| self.core.department.clone(), |i| i.department);
+        let admin = require_admin(&self.core, &req, "SetCaseDeadlines")?;
+        let timeout = timeout_of(&req, &self.core);
         let r = req.into_inner();
         let policy =
             convert::deadline_policy("policy", r.policy.as_ref()).map_err(NodeError::from)?;
-        let span = rpc::span(&self.core, "ClusterService/SetCaseDeadlines", &r.request_id);
-        async {
-            let command = Command::SetCaseDeadlines { policy };
-            match propose_admin(&self.core, admin_department, &r.request_id, command).await? {
-                (Outcome::CaseDeadlines(policy), header) => {
-                    Ok(Response::new(SetCaseDeadlinesResponse {
-                        header,
-                        policy: Some(convert::deadline_policy_to_wire(&policy)),
-                    }))
-                }
-                (other, _) => Err(rpc::unexpected(other)),
-            }
-        }
-        .instrument(span)
+        let command = Command::SetCaseDeadlines { policy };
+        write_as(
+            &self.core,
+            "ClusterService/SetCaseDeadlines",
+            Some(admin),
+            &r.request_id,
+            timeout,
+            command,
+            |o, header| match o {
+                Outcome::CaseDeadlines(policy) => Ok(SetCaseDeadlinesResponse {
+                    header,
+                    policy: Some(convert::deadline_policy_to_wire(&policy)),
+                }),
+                other => Err(other),
+            },
+        )
         .await
     }
 
@@ -364,7 +361,7 @@ impl ClusterService for ClusterSvc {
         req: Request<ListAuditRequest>,
     ) -> Result<Response<ListAuditResponse>, Status> {
         // Records carry reasons and bases of non-public records: operators only.
-        require_admin(&req, "ListAudit")?;
+        require_admin(&self.core, &req, "ListAudit")?;
         let timeout = timeout_of(&req, &self.core);
         let r = req.into_inner();
         if r.limit > 1000 {

@@ -29,7 +29,7 @@ fn credit_response(o: Outcome, header: Option<ResponseHeader>) -> Result<CreditR
 }
 
 fn record_id(id: &str) -> Result<(), Status> {
-    concord_domain::entity::validate_id("id", id, "cr").map_err(|e| NodeError::from(e).into())
+    validate::generated_id("id", id, "cr", 1).map_err(|e| NodeError::from(e).into())
 }
 
 #[tonic::async_trait]

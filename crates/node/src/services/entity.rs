@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use concord_domain::query::{self, EntityFilter};
-use concord_domain::{entity, uscc, validate, Command, DomainError, Outcome};
+use concord_domain::{uscc, validate, Command, DomainError, Outcome};
 use concord_proto::entity::v1::entity_service_server::EntityService;
 use concord_proto::entity::v1::*;
 use tonic::{Request, Response, Status};
@@ -159,7 +159,7 @@ impl EntityService for EntitySvc {
     ) -> Result<Response<ListingResponse>, Status> {
         let timeout = timeout_of(&req, &self.core);
         let r = req.into_inner();
-        entity::validate_id("id", &r.id, "list").map_err(NodeError::from)?;
+        validate::generated_id("id", &r.id, "list", 1).map_err(NodeError::from)?;
         validate::required_text("reason", &r.reason, validate::MAX_TEXT_CHARS)
             .map_err(NodeError::from)?;
         let command = Command::RemoveFromList {

@@ -19,23 +19,10 @@ pub struct InspectionSvc {
     pub core: Arc<NodeCore>,
 }
 
-/// Plan and task ids the cluster hands out: `plan-<n>`, `task-<n>-<m>`.
+/// Plan ids are `plan-<n>`, task ids `task-<n>-<m>`.
 fn check_id(field: &str, id: &str, prefix: &str) -> Result<(), Status> {
-    let ok = id
-        .strip_prefix(prefix)
-        .and_then(|r| r.strip_prefix('-'))
-        .is_some_and(|rest| {
-            !rest.is_empty()
-                && rest.len() <= 41
-                && rest
-                    .split('-')
-                    .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(NodeError::from(DomainError::invalid(field, format!("not a {prefix} id"))).into())
-    }
+    let numbers = if prefix == "task" { 2 } else { 1 };
+    validate::generated_id(field, id, prefix, numbers).map_err(invalid)
 }
 
 fn invalid(e: DomainError) -> Status {
