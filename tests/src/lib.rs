@@ -300,6 +300,56 @@ impl Cluster {
         self.pki.channel(self.nodes[&id].addr, identity)
     }
 
+    /// Creates an item at node `lead` with `content`, has node `reviewer` (the
+    /// legality reviewer) approve it, and publishes it; returns its id.
+    pub async fn publish_item(&self, lead: u64, reviewer: u64, content: ItemContent) -> String {
+        use concord_proto::item::v1::{
+            CreateItemRequest, PublishItemRequest, ReviewItemRequest, SubmitForReviewRequest,
+        };
+        let mut items = self.items(lead);
+        let id = items
+            .create_item(CreateItemRequest {
+                // Request ids are ASCII; item names need not be.
+                request_id: format!(
+                    "publish-{}",
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_nanos()
+                ),
+                content: Some(content),
+            })
+            .await
+            .expect("create item")
+            .into_inner()
+            .item
+            .expect("item")
+            .id;
+        items
+            .submit_for_review(SubmitForReviewRequest {
+                id: id.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("submit item");
+        self.items(reviewer)
+            .review_item(ReviewItemRequest {
+                id: id.clone(),
+                approve: true,
+                ..Default::default()
+            })
+            .await
+            .expect("review item");
+        items
+            .publish_item(PublishItemRequest {
+                id: id.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("publish item");
+        id
+    }
+
     pub fn items(&self, id: u64) -> ItemServiceClient<Channel> {
         ItemServiceClient::new(self.channel(id))
     }

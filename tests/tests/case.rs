@@ -336,3 +336,202 @@ async fn an_inbox_watch_resumed_after_a_disconnect_delivers_every_case_once() {
     assert!(seen.values().all(|n| *n == 1), "{seen:?}");
     c.shutdown().await;
 }
+
+fn document(kind: DocumentKind, title: &str, n: &str) -> CaseDocument {
+    CaseDocument {
+        kind: kind as i32,
+        title: title.into(),
+        sha256: n.repeat(32),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crime_is_transferred_to_the_police_and_a_licence_is_pushed_to_its_supervisors() {
+    use concord_proto::entity::v1::entity_service_client::EntityServiceClient;
+    use concord_proto::entity::v1::{Entity, LicenceStatus, RegisterEntityRequest};
+    // SAMR, TRANS, JUST; the public security bureau and the approval bureau join
+    // as learners (a department's clients are served by its own node).
+    let mut c = Cluster::start(3).await;
+    let (samr, trans) = (1, 2);
+    let psb = c.add_learner("PSB", 1).await;
+    let approval = c.add_learner("APPROVAL", 1).await;
+    let pushed = cases(&c, samr)
+        .push_case(PushCaseRequest {
+            request_id: "push-crime".into(),
+            case: Some(clue(&["TRANS"], "无证经营危化品运输")),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let id = pushed.cases[0].id.clone();
+    let mut t = cases(&c, trans);
+    t.accept_case(step(&id, "")).await.unwrap();
+    let docs = vec![
+        document(DocumentKind::TransferLetter, "涉嫌犯罪案件移送书", "01"),
+        document(DocumentKind::InvestigationReport, "调查报告", "02"),
+        document(DocumentKind::ItemList, "涉案物品清单", "03"),
+    ];
+    // Without the list of items involved: refused, naming the field.
+    let e = t
+        .transfer_to_judicial(TransferToJudicialRequest {
+            request_id: "transfer-1".into(),
+            id: id.clone(),
+            to: "PSB".into(),
+            documents: docs[..2].to_vec(),
+            reason: "涉嫌非法经营罪".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("documents"), "{e:?}");
+    let transfer = t
+        .transfer_to_judicial(TransferToJudicialRequest {
+            request_id: "transfer-2".into(),
+            id: id.clone(),
+            to: "PSB".into(),
+            documents: docs,
+            reason: "涉嫌非法经营罪".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let revision = transfer.header.unwrap().revision;
+    let transfer = transfer.case.unwrap();
+    assert_eq!(transfer.kind, CaseKind::CriminalTransfer as i32);
+    assert_eq!(transfer.parent, id);
+    assert_eq!(transfer.documents.len(), 3);
+    // The bureau finds it in its inbox at its own node, and asks for an appraisal.
+    let mut p = cases(&c, psb);
+    let inbox = p
+        .list_inbox(ListCaseInboxRequest {
+            read: at_least(revision),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(inbox.awaiting.len(), 1);
+    assert_eq!(inbox.awaiting[0].id, transfer.id);
+    p.accept_case(step(&transfer.id, "")).await.unwrap();
+    let asked = p
+        .request_assistance(RequestAssistanceRequest {
+            request_id: "assist-1".into(),
+            id: transfer.id.clone(),
+            assistance: AssistanceKind::Appraisal as i32,
+            description: "请对查扣危化品出具鉴定意见".into(),
+            evidence: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let assistance = asked.case.unwrap();
+    assert_eq!(assistance.kind, CaseKind::Assistance as i32);
+    assert_eq!(
+        (assistance.from.as_str(), assistance.to[0].as_str()),
+        ("PSB", "TRANS")
+    );
+    let revision = asked.header.unwrap().revision;
+    let inbox = t
+        .list_inbox(ListCaseInboxRequest {
+            read: at_least(revision),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(inbox.awaiting.iter().any(|c| c.id == assistance.id));
+    // The administrative case lists its transfer.
+    let parent = t
+        .get_case(GetCaseRequest {
+            id: id.clone(),
+            read: at_least(revision),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .case
+        .unwrap();
+    assert_eq!(parent.linked, vec![transfer.id.clone()]);
+
+    // 审管联动: a licence granted by the approval bureau reaches the supervisors.
+    let item = c
+        .publish_item(samr, 3, concord_tests::item_content("SAMR", "成品油零售"))
+        .await;
+    let uscc = "91140311729YDWUJ0U";
+    EntityServiceClient::new(c.channel(samr))
+        .register_entity(RegisterEntityRequest {
+            request_id: "reg".into(),
+            entity: Some(Entity {
+                uscc: uscc.into(),
+                name: "郊区成品油经营有限公司".into(),
+                district: "郊区".into(),
+                industry: "refined_oil".into(),
+                licence: LicenceStatus::Active as i32,
+                ..Default::default()
+            }),
+            expected_revision: None,
+        })
+        .await
+        .unwrap();
+    let mut a = cases(&c, approval);
+    let decision = |number: &str, document: String| LicensingDecision {
+        number: number.into(),
+        uscc: uscc.into(),
+        action: LicensingAction::Grant as i32,
+        matter: "成品油零售经营许可".into(),
+        items: vec![item.clone()],
+        document,
+        ..Default::default()
+    };
+    let e = a
+        .record_licensing_decision(RecordLicensingDecisionRequest {
+            request_id: "lic-bad".into(),
+            decision: Some(decision("阳审批许字〔2026〕118号", "ef".into())),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("decision.document"), "{e:?}");
+    let recorded = a
+        .record_licensing_decision(RecordLicensingDecisionRequest {
+            request_id: "lic-1".into(),
+            decision: Some(decision("阳审批许字〔2026〕118号", "ef".repeat(32))),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let revision = recorded.header.unwrap().revision;
+    let receivers: Vec<String> = recorded.cases.iter().map(|c| c.to[0].clone()).collect();
+    assert_eq!(receivers, ["ECO", "EMER", "JUST", "NDRC", "SAMR", "TRANS"]);
+    // Any member reads the decision (双公示); TRANS has its notice in its inbox.
+    let listed = cases(&c, trans)
+        .list_licensing_decisions(ListLicensingDecisionsRequest {
+            uscc: uscc.into(),
+            read: at_least(revision),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.decisions.len(), 1);
+    assert_eq!(listed.decisions[0].supervisors.len(), 6);
+    let inbox = t
+        .list_inbox(ListCaseInboxRequest {
+            read: at_least(revision),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(inbox
+        .awaiting
+        .iter()
+        .any(|c| c.kind == CaseKind::LicensingNotice as i32
+            && c.source_ref == "阳审批许字〔2026〕118号"));
+    // Only the licensing bureau records decisions.
+    let e = cases(&c, samr)
+        .record_licensing_decision(RecordLicensingDecisionRequest {
+            request_id: "lic-2".into(),
+            decision: Some(decision("阳审批许字〔2026〕119号", "ef".repeat(32))),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    c.shutdown().await;
+}

@@ -10,9 +10,6 @@ use concord_proto::entity::v1::entity_service_client::EntityServiceClient;
 use concord_proto::entity::v1::{Entity, LicenceStatus, RegisterEntityRequest};
 use concord_proto::inspection::v1::inspection_service_client::InspectionServiceClient;
 use concord_proto::inspection::v1::*;
-use concord_proto::item::v1::{
-    CreateItemRequest, PublishItemRequest, ReviewItemRequest, SubmitForReviewRequest,
-};
 use concord_tests::{at_least, item_content, Cluster};
 use tonic::transport::Channel;
 use tonic::Code;
@@ -38,40 +35,9 @@ fn code(i: usize) -> String {
 async fn plan_draw_tasks_results_and_alert_across_the_cluster() {
     let c = Cluster::start(6).await;
     // A published item led by SAMR with every test department cooperating.
-    let mut items = c.items(SAMR);
-    let item = items
-        .create_item(CreateItemRequest {
-            request_id: "item-1".into(),
-            content: Some(item_content("SAMR", "成品油流通")),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .item
-        .unwrap()
-        .id;
-    items
-        .submit_for_review(SubmitForReviewRequest {
-            id: item.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    c.items(JUST)
-        .review_item(ReviewItemRequest {
-            id: item.clone(),
-            approve: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    items
-        .publish_item(PublishItemRequest {
-            id: item.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let item = c
+        .publish_item(SAMR, JUST, item_content("SAMR", "成品油流通"))
+        .await;
     // Ten entities, six of them tier C after a serious violation.
     let mut directory = EntityServiceClient::new(c.channel(SAMR));
     let mut credit = CreditServiceClient::new(c.channel(TRANS));

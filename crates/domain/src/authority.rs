@@ -45,10 +45,12 @@ pub enum Authority {
     Originator,
     /// A department with the ARBITER role (jurisdiction disputes).
     Arbiter,
+    /// A judicial organ (department of kind judicial) the case is with.
+    JudicialOrgan,
 }
 
 impl Authority {
-    pub const ALL: [Authority; 16] = [
+    pub const ALL: [Authority; 17] = [
         Authority::System,
         Authority::Admin,
         Authority::Anyone,
@@ -65,6 +67,7 @@ impl Authority {
         Authority::Receiver,
         Authority::Originator,
         Authority::Arbiter,
+        Authority::JudicialOrgan,
     ];
 
     pub fn describe(self) -> &'static str {
@@ -85,6 +88,7 @@ impl Authority {
             Authority::Receiver => "the department the case is with",
             Authority::Originator => "the department that pushed the case",
             Authority::Arbiter => "the arbiter (ARBITER)",
+            Authority::JudicialOrgan => "the judicial organ the case is with",
         }
     }
 }
@@ -129,6 +133,10 @@ pub fn authorities(kind: CommandKind) -> &'static [Authority] {
         | CommandKind::ReturnCaseForRework => &[Originator],
         CommandKind::AssignCase => &[Arbiter],
         CommandKind::SetCaseDeadlines => &[Admin],
+        // The handler transfers; the judicial organ holding the transfer asks.
+        CommandKind::TransferCaseToJudicial => &[Receiver],
+        CommandKind::RequestCaseAssistance => &[JudicialOrgan],
+        CommandKind::RecordLicensingDecision => &[LicensingBureau],
     }
 }
 
@@ -187,6 +195,10 @@ impl Subject<'_> {
                 dept.is_some_and(|d| self.case.is_some_and(|c| c.from == d.code()))
             }
             Authority::Arbiter => role(Role::Arbiter),
+            Authority::JudicialOrgan => dept.is_some_and(|d| {
+                d.spec.kind == crate::department::DepartmentKind::Judicial
+                    && self.case.is_some_and(|c| c.to == d.code())
+            }),
         }
     }
 }
@@ -238,7 +250,8 @@ pub fn authorize(view: &dyn StateRead, env: &Envelope) -> Result<(), Failure> {
         | Command::SetOverInspectionRule { .. }
         | Command::PushCase { .. }
         | Command::CaseStep { .. }
-        | Command::SetCaseDeadlines { .. } => (None, vec![]),
+        | Command::SetCaseDeadlines { .. }
+        | Command::RecordLicensingDecision { .. } => (None, vec![]),
         Command::DrawPlan { plan_id } => {
             let plan: Plan = get_typed(view, &keys::plan(plan_id))?
                 .ok_or_else(|| DomainError::not_found("plan", plan_id))?;

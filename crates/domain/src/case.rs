@@ -27,6 +27,8 @@ pub enum CaseSource {
     RiskWarningModel,
     PublicOpinion,
     Other,
+    /// A licensing decision pushed to the supervising departments (审管联动).
+    LicensingDecision,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -36,6 +38,94 @@ pub enum CaseKind {
     Clue,
     /// A risk warning: verify → handle → feedback, on shorter deadlines.
     RiskWarning,
+    /// A case suspected to be a crime, transferred by the handling department to
+    /// a judicial organ with the documents the rules require (行刑衔接).
+    CriminalTransfer,
+    /// Assistance the judicial organ asks of the transferring department
+    /// (inspection, appraisal, evidence custody), linked to the transfer.
+    Assistance,
+    /// A licensing decision, pushed by the licensing bureau to the departments
+    /// that supervise the licensed matter (审管联动).
+    LicensingNotice,
+}
+
+impl CaseKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaseKind::Clue => "clue",
+            CaseKind::RiskWarning => "risk_warning",
+            CaseKind::CriminalTransfer => "criminal_transfer",
+            CaseKind::Assistance => "assistance",
+            CaseKind::LicensingNotice => "licensing_notice",
+        }
+    }
+}
+
+/// The documents of a transfer to a judicial organ (《行政执法机关移送涉嫌犯罪案件的规定》
+/// art. 6): the transfer letter, the investigation report and the list of items
+/// involved are required; inspection or appraisal reports where there are any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentKind {
+    TransferLetter,
+    InvestigationReport,
+    ItemList,
+    AppraisalReport,
+    Other,
+}
+
+pub const REQUIRED_TRANSFER_DOCUMENTS: [DocumentKind; 3] = [
+    DocumentKind::TransferLetter,
+    DocumentKind::InvestigationReport,
+    DocumentKind::ItemList,
+];
+
+pub const MAX_DOCUMENTS: usize = 32;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseDocument {
+    pub kind: DocumentKind,
+    pub title: String,
+    /// SHA-256 (lower-case hex) of the file, kept where the department keeps files.
+    pub sha256: String,
+}
+
+/// Validates a transfer's documents: each well formed, the required kinds present.
+pub fn validate_documents(field: &str, documents: &[CaseDocument]) -> Result<(), DomainError> {
+    if documents.len() > MAX_DOCUMENTS {
+        return Err(DomainError::invalid(
+            field,
+            format!("at most {MAX_DOCUMENTS}"),
+        ));
+    }
+    for (i, d) in documents.iter().enumerate() {
+        validate::required_text(&format!("{field}[{i}].title"), &d.title, MAX_NAME_CHARS)?;
+        validate::sha256_hex(&format!("{field}[{i}].sha256"), &d.sha256)?;
+    }
+    for required in REQUIRED_TRANSFER_DOCUMENTS {
+        if !documents.iter().any(|d| d.kind == required) {
+            return Err(DomainError::invalid(
+                field,
+                format!(
+                    "a transfer to a judicial organ carries a {} (required: transfer_letter, investigation_report, item_list)",
+                    serde_json::to_value(required)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What a judicial organ asks of the administrative department.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AssistanceKind {
+    Inspection,
+    Appraisal,
+    EvidenceCustody,
 }
 
 /// How serious a risk warning is (蓝、黄、橙、红).
@@ -104,27 +194,16 @@ pub struct CaseSpec {
     pub level: Option<WarningLevel>,
     #[serde(default)]
     pub entities: Vec<String>,
+    /// Criminal transfers: the documents sent with it.
+    #[serde(default)]
+    pub documents: Vec<CaseDocument>,
+    /// Assistance requests: what is asked.
+    #[serde(default)]
+    pub assistance: Option<AssistanceKind>,
 }
 
 pub fn validate_evidence(field: &str, evidence: &[String]) -> Result<(), DomainError> {
-    if evidence.len() > MAX_EVIDENCE {
-        return Err(DomainError::invalid(
-            field,
-            format!("at most {MAX_EVIDENCE}"),
-        ));
-    }
-    for (i, e) in evidence.iter().enumerate() {
-        let ok = e.len() == 64
-            && e.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if !ok {
-            return Err(DomainError::invalid(
-                format!("{field}[{i}]"),
-                "must be a SHA-256 in lower-case hex (64 characters)",
-            ));
-        }
-    }
-    Ok(())
+    validate::sha256_list(field, evidence, MAX_EVIDENCE)
 }
 
 impl CaseSpec {
@@ -151,6 +230,33 @@ impl CaseSpec {
                 ))
             }
             _ => {}
+        }
+        match (self.kind, self.documents.is_empty()) {
+            (CaseKind::CriminalTransfer, _) => {
+                validate_documents(&f("documents"), &self.documents)?
+            }
+            (_, false) => {
+                return Err(DomainError::invalid(
+                    f("documents"),
+                    "only a transfer to a judicial organ carries documents",
+                ))
+            }
+            _ => {}
+        }
+        match (self.kind, self.assistance) {
+            (CaseKind::Assistance, None) => {
+                return Err(DomainError::invalid(
+                    f("assistance"),
+                    "required for an assistance request",
+                ))
+            }
+            (CaseKind::Assistance, Some(_)) | (_, None) => {}
+            (_, Some(_)) => {
+                return Err(DomainError::invalid(
+                    f("assistance"),
+                    "only assistance requests say what is asked",
+                ))
+            }
         }
         if self.entities.len() > MAX_WARNING_ENTITIES {
             return Err(DomainError::invalid(
@@ -207,11 +313,56 @@ pub struct StageHours {
 pub struct DeadlinePolicy {
     pub clue: StageHours,
     pub risk_warning: StageHours,
+    #[serde(default = "default_criminal_transfer")]
+    pub criminal_transfer: StageHours,
+    #[serde(default = "default_assistance")]
+    pub assistance: StageHours,
+    #[serde(default = "default_licensing_notice")]
+    pub licensing_notice: StageHours,
+}
+
+/// The organ decides within three days whether to open a criminal case.
+pub fn default_criminal_transfer() -> StageHours {
+    StageHours {
+        accept: 72,
+        assign: 120,
+        handle: 720,
+        feedback: 168,
+        reroute: 72,
+        remind_before: 24,
+    }
+}
+
+pub fn default_assistance() -> StageHours {
+    StageHours {
+        accept: 24,
+        assign: 48,
+        handle: 240,
+        feedback: 72,
+        reroute: 24,
+        remind_before: 8,
+    }
+}
+
+/// A licensing decision is claimed by its supervisors within a day, and their
+/// supervision arranged within thirty.
+pub fn default_licensing_notice() -> StageHours {
+    StageHours {
+        accept: 24,
+        assign: 48,
+        handle: 720,
+        feedback: 168,
+        reroute: 24,
+        remind_before: 8,
+    }
 }
 
 impl Default for DeadlinePolicy {
     fn default() -> Self {
         DeadlinePolicy {
+            criminal_transfer: default_criminal_transfer(),
+            assistance: default_assistance(),
+            licensing_notice: default_licensing_notice(),
             clue: StageHours {
                 accept: 72,
                 assign: 120,
@@ -234,7 +385,13 @@ impl Default for DeadlinePolicy {
 
 impl DeadlinePolicy {
     pub fn validate(&self) -> Result<(), DomainError> {
-        for (name, h) in [("clue", &self.clue), ("risk_warning", &self.risk_warning)] {
+        for (name, h) in [
+            ("clue", &self.clue),
+            ("risk_warning", &self.risk_warning),
+            ("criminal_transfer", &self.criminal_transfer),
+            ("assistance", &self.assistance),
+            ("licensing_notice", &self.licensing_notice),
+        ] {
             for (stage, v) in [
                 ("accept", h.accept),
                 ("assign", h.assign),
@@ -269,6 +426,9 @@ impl DeadlinePolicy {
         match kind {
             CaseKind::Clue => &self.clue,
             CaseKind::RiskWarning => &self.risk_warning,
+            CaseKind::CriminalTransfer => &self.criminal_transfer,
+            CaseKind::Assistance => &self.assistance,
+            CaseKind::LicensingNotice => &self.licensing_notice,
         }
     }
 }
@@ -315,6 +475,13 @@ pub struct Case {
     pub acknowledged_at_ms: Option<i64>,
     pub resolution: Option<Resolution>,
     pub steps: Vec<CaseStep>,
+    /// The case this one was opened from (a transfer's administrative case, an
+    /// assistance request's transfer).
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// Cases opened from this one, in order.
+    #[serde(default)]
+    pub linked: Vec<String>,
     pub created_revision: u64,
     pub updated_revision: u64,
 }
@@ -345,13 +512,42 @@ pub enum Awaiting {
 pub enum CaseAction {
     Acknowledge,
     Accept,
-    Reject { reason: String },
-    Reroute { to: String, reason: String },
-    Escalate { reason: String },
-    Assign { to: String, reason: String },
-    Resolve { resolution: Resolution },
-    ConfirmFeedback { note: String },
-    ReturnForRework { reason: String },
+    Reject {
+        reason: String,
+    },
+    Reroute {
+        to: String,
+        reason: String,
+    },
+    Escalate {
+        reason: String,
+    },
+    Assign {
+        to: String,
+        reason: String,
+    },
+    Resolve {
+        resolution: Resolution,
+    },
+    ConfirmFeedback {
+        note: String,
+    },
+    ReturnForRework {
+        reason: String,
+    },
+    /// The handler transfers the case to a judicial organ; opens a linked case.
+    TransferToJudicial {
+        to: String,
+        documents: Vec<CaseDocument>,
+        reason: String,
+    },
+    /// The judicial organ asks the transferring department for assistance; opens a
+    /// linked case.
+    RequestAssistance {
+        assistance: AssistanceKind,
+        description: String,
+        evidence: Vec<String>,
+    },
 }
 
 impl CaseAction {
@@ -366,6 +562,8 @@ impl CaseAction {
             CaseAction::Resolve { .. } => "resolve",
             CaseAction::ConfirmFeedback { .. } => "confirm_feedback",
             CaseAction::ReturnForRework { .. } => "return_for_rework",
+            CaseAction::TransferToJudicial { .. } => "transfer_to_judicial",
+            CaseAction::RequestAssistance { .. } => "request_assistance",
         }
     }
 
@@ -379,6 +577,8 @@ impl CaseAction {
             CaseAction::Assign { .. } => &[Escalated],
             CaseAction::Resolve { .. } => &[InProgress],
             CaseAction::ConfirmFeedback { .. } | CaseAction::ReturnForRework { .. } => &[Resolved],
+            CaseAction::TransferToJudicial { .. } => &[InProgress],
+            CaseAction::RequestAssistance { .. } => &[Pushed, InProgress],
         }
     }
 
@@ -415,6 +615,23 @@ impl CaseAction {
             }
             CaseAction::ConfirmFeedback { note } => {
                 validate::optional_text(&f("note"), note, MAX_TEXT_CHARS)
+            }
+            CaseAction::TransferToJudicial {
+                to,
+                documents,
+                reason,
+            } => {
+                validate::department_code(&f("to"), to)?;
+                validate_documents(&f("documents"), documents)?;
+                validate::required_text(&f("reason"), reason, MAX_TEXT_CHARS)
+            }
+            CaseAction::RequestAssistance {
+                description,
+                evidence,
+                ..
+            } => {
+                validate::required_text(&f("description"), description, MAX_TEXT_CHARS)?;
+                validate_evidence(&f("evidence"), evidence)
             }
         }
     }

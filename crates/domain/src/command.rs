@@ -9,6 +9,7 @@ use crate::inspection::{
     ResultSpec, Task,
 };
 use crate::item::{ChangeCause, Item, ItemContent};
+use crate::licensing::{LicensingDecision, LicensingDecisionSpec};
 use crate::sharing::{RecordClass, SharingRule, SharingRuleSpec};
 use crate::DomainError;
 
@@ -176,6 +177,10 @@ pub enum Command {
     SetCaseDeadlines {
         policy: DeadlinePolicy,
     },
+    /// A licensing decision, pushed to the supervisors of its items.
+    RecordLicensingDecision {
+        decision: LicensingDecisionSpec,
+    },
 }
 
 /// Every kind of command, for the authority matrix and the audit trail.
@@ -218,10 +223,13 @@ pub enum CommandKind {
     ConfirmCaseFeedback,
     ReturnCaseForRework,
     SetCaseDeadlines,
+    TransferCaseToJudicial,
+    RequestCaseAssistance,
+    RecordLicensingDecision,
 }
 
 impl CommandKind {
-    pub const ALL: [CommandKind; 36] = [
+    pub const ALL: [CommandKind; 39] = [
         CommandKind::Bootstrap,
         CommandKind::RegisterDepartment,
         CommandKind::Tick,
@@ -258,6 +266,9 @@ impl CommandKind {
         CommandKind::ConfirmCaseFeedback,
         CommandKind::ReturnCaseForRework,
         CommandKind::SetCaseDeadlines,
+        CommandKind::TransferCaseToJudicial,
+        CommandKind::RequestCaseAssistance,
+        CommandKind::RecordLicensingDecision,
     ];
 
     /// Stable name for logs, metrics and the audit trail.
@@ -299,6 +310,9 @@ impl CommandKind {
             CommandKind::ConfirmCaseFeedback => "confirm_case_feedback",
             CommandKind::ReturnCaseForRework => "return_case_for_rework",
             CommandKind::SetCaseDeadlines => "set_case_deadlines",
+            CommandKind::TransferCaseToJudicial => "transfer_case_to_judicial",
+            CommandKind::RequestCaseAssistance => "request_case_assistance",
+            CommandKind::RecordLicensingDecision => "record_licensing_decision",
         }
     }
 }
@@ -342,8 +356,11 @@ impl Command {
                 CaseAction::Resolve { .. } => CommandKind::ResolveCase,
                 CaseAction::ConfirmFeedback { .. } => CommandKind::ConfirmCaseFeedback,
                 CaseAction::ReturnForRework { .. } => CommandKind::ReturnCaseForRework,
+                CaseAction::TransferToJudicial { .. } => CommandKind::TransferCaseToJudicial,
+                CaseAction::RequestAssistance { .. } => CommandKind::RequestCaseAssistance,
             },
             Command::SetCaseDeadlines { .. } => CommandKind::SetCaseDeadlines,
+            Command::RecordLicensingDecision { .. } => CommandKind::RecordLicensingDecision,
         }
     }
 
@@ -372,6 +389,7 @@ impl Command {
             Command::RecordInspection { uscc, .. } => Some(uscc),
             Command::PushCase { .. } | Command::SetCaseDeadlines { .. } => None,
             Command::CaseStep { id, .. } => Some(id),
+            Command::RecordLicensingDecision { .. } => None,
         }
     }
 
@@ -393,12 +411,15 @@ impl Command {
             Command::SubmitResult { result, .. } => result.findings.clone(),
             Command::RecordInspection { note, .. } => note.clone(),
             Command::PushCase { case } => case.title.clone(),
+            Command::RecordLicensingDecision { decision } => decision.number.clone(),
             Command::CaseStep { action, .. } => match action {
                 CaseAction::Reject { reason }
                 | CaseAction::Reroute { reason, .. }
                 | CaseAction::Escalate { reason }
                 | CaseAction::Assign { reason, .. }
-                | CaseAction::ReturnForRework { reason } => reason.clone(),
+                | CaseAction::ReturnForRework { reason }
+                | CaseAction::TransferToJudicial { reason, .. } => reason.clone(),
+                CaseAction::RequestAssistance { description, .. } => description.clone(),
                 CaseAction::Resolve { resolution } => resolution.outcome.clone(),
                 CaseAction::ConfirmFeedback { note } => note.clone(),
                 CaseAction::Acknowledge | CaseAction::Accept => String::new(),
@@ -448,6 +469,9 @@ pub enum Outcome {
     Submitted {
         task: Task,
         alert: Option<Alert>,
+        /// Cases a non-compliant result pushed to the entity's licensing bureau.
+        #[serde(default)]
+        pushed: Vec<Case>,
     },
     Inspected {
         event: InspectionEvent,
@@ -458,6 +482,11 @@ pub enum Outcome {
     Cases(Vec<Case>),
     Case(Case),
     CaseDeadlines(DeadlinePolicy),
+    /// A licensing decision and the cases that pushed it to its supervisors.
+    Licensing {
+        decision: LicensingDecision,
+        cases: Vec<Case>,
+    },
     Ticked {
         purged_request_ids: u32,
         /// Entities whose tier was re-evaluated (records taking effect or expiring,

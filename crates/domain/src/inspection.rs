@@ -454,23 +454,7 @@ impl ResultSpec {
     pub fn validate(&self, prefix: &str) -> Result<(), DomainError> {
         let f = |n: &str| format!("{prefix}.{n}");
         validate::required_text(&f("findings"), &self.findings, MAX_TEXT_CHARS)?;
-        if self.evidence.len() > MAX_EVIDENCE {
-            return Err(DomainError::invalid(
-                f("evidence"),
-                format!("at most {MAX_EVIDENCE}"),
-            ));
-        }
-        for (i, e) in self.evidence.iter().enumerate() {
-            let ok = e.len() == 64
-                && e.bytes()
-                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
-            if !ok {
-                return Err(DomainError::invalid(
-                    f(&format!("evidence[{i}]")),
-                    "must be a SHA-256 in lower-case hex (64 characters)",
-                ));
-            }
-        }
+        validate::sha256_list(&f("evidence"), &self.evidence, MAX_EVIDENCE)?;
         if self.inspectors.is_empty() {
             return Err(DomainError::invalid(
                 f("inspectors"),

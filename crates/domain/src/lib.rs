@@ -32,6 +32,7 @@ pub mod error;
 pub mod event;
 pub mod inspection;
 pub mod item;
+pub mod licensing;
 pub mod query;
 pub mod sharing;
 pub mod state;

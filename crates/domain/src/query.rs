@@ -559,3 +559,28 @@ pub fn case_inbox(view: &dyn StateRead, department: &str) -> Result<Vec<Case>, F
 pub fn case_notices(view: &dyn StateRead, department: &str) -> Result<Vec<CaseNotice>, Failure> {
     Ok(scan_decoded(view, &keys::case_notices(department))?)
 }
+
+/// A licensing decision; public to every member (双公示).
+pub fn licensing_decision(
+    view: &dyn StateRead,
+    id: &str,
+) -> Result<crate::licensing::LicensingDecision, Failure> {
+    get_typed(view, &keys::licensing(id))?
+        .ok_or_else(|| DomainError::not_found("licensing decision", id).into())
+}
+
+/// The licensing decisions on one entity, oldest first.
+pub fn licensing_decisions(
+    view: &dyn StateRead,
+    uscc: &str,
+) -> Result<Vec<crate::licensing::LicensingDecision>, Failure> {
+    let mut out = vec![];
+    for (key, _) in scan_prefix(view, &keys::licensings_of(uscc))? {
+        if let Some(id) = key.rsplit('/').next() {
+            out.push(licensing_decision(view, id)?);
+        }
+    }
+    // Keys sort by id text; revisions order them in time.
+    out.sort_by_key(|d| d.revision);
+    Ok(out)
+}

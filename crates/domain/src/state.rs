@@ -133,6 +133,26 @@ pub mod keys {
     pub fn case_notices(department: &str) -> String {
         format!("{CASE_NOTICE}{department}/")
     }
+    /// `lic/<decision id>`: licensing decisions.
+    pub const LICENSING: &str = "lic/";
+    /// `licno/<document number>` → decision id: a number is recorded once.
+    pub const LICENSING_NUMBER: &str = "licno/";
+    /// `licent/<uscc>/<decision id>` → the bureau: who licensed an entity, so
+    /// violations found in supervision go back to it.
+    pub const LICENSING_BY_ENTITY: &str = "licent/";
+
+    pub fn licensing(id: &str) -> String {
+        format!("{LICENSING}{id}")
+    }
+    pub fn licensing_number(number: &str) -> String {
+        format!("{LICENSING_NUMBER}{number}")
+    }
+    pub fn licensing_by_entity(uscc: &str, id: &str) -> String {
+        format!("{LICENSING_BY_ENTITY}{uscc}/{id}")
+    }
+    pub fn licensings_of(uscc: &str) -> String {
+        format!("{LICENSING_BY_ENTITY}{uscc}/")
+    }
     pub fn last_alert(uscc: &str) -> String {
         format!("alertlast/{uscc}")
     }

@@ -157,3 +157,30 @@ mod tests {
         assert!(required_text("n", "line\nnext", 10).is_ok());
     }
 }
+
+/// A SHA-256 in lower-case hex: how files kept outside the cluster are named.
+pub fn sha256_hex(field: &str, value: &str) -> Result<(), DomainError> {
+    let ok = value.len() == 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(DomainError::invalid(
+            field,
+            "must be a SHA-256 in lower-case hex (64 characters)",
+        ))
+    }
+}
+
+/// A list of file digests: at most `max`, each a SHA-256.
+pub fn sha256_list(field: &str, values: &[String], max: usize) -> Result<(), DomainError> {
+    if values.len() > max {
+        return Err(DomainError::invalid(field, format!("at most {max}")));
+    }
+    for (i, v) in values.iter().enumerate() {
+        sha256_hex(&format!("{field}[{i}]"), v)?;
+    }
+    Ok(())
+}

@@ -216,6 +216,14 @@ fn every_illegal_step_is_a_failed_precondition() {
             },
         ),
         ("SAMR", CaseAction::ReturnForRework { reason: "r".into() }),
+        (
+            "TRANS",
+            CaseAction::TransferToJudicial {
+                to: "PSB".into(),
+                documents: transfer_documents(),
+                reason: "r".into(),
+            },
+        ),
     ];
     let (mut legal, mut illegal) = (0, 0);
     for status in statuses {
@@ -257,7 +265,7 @@ fn every_illegal_step_is_a_failed_precondition() {
             }
         }
     }
-    assert_eq!(legal + illegal, 6 * 9);
+    assert_eq!(legal + illegal, statuses.len() * actions.len());
     eprintln!("case steps: {legal} legal and {illegal} illegal status × step pairs checked");
 }
 

@@ -605,6 +605,12 @@ const PROFILES: &[Profile] = {
             holds: &[Anyone, AnyMember, LicensingBureau],
         },
         Profile {
+            name: "judicial organ",
+            principal: Principal::Member,
+            actor: "PSB",
+            holds: &[Anyone, AnyMember, JudicialOrgan],
+        },
+        Profile {
             name: "unrelated member",
             principal: Principal::Member,
             actor: "ECO",
@@ -823,6 +829,52 @@ fn fixture(kind: CommandKind) -> (World, Command) {
         CommandKind::SetCaseDeadlines => Command::SetCaseDeadlines {
             policy: Default::default(),
         },
+        CommandKind::TransferCaseToJudicial => Command::CaseStep {
+            id: case_in(&mut w, concord_domain::case::CaseStatus::InProgress),
+            action: concord_domain::case::CaseAction::TransferToJudicial {
+                to: "PSB".into(),
+                documents: transfer_documents(),
+                reason: "涉嫌犯罪".into(),
+            },
+        },
+        CommandKind::RequestCaseAssistance => {
+            let id = case_in(&mut w, concord_domain::case::CaseStatus::InProgress);
+            let r = w.run(
+                "TRANS",
+                "transfer-fixture",
+                Command::CaseStep {
+                    id,
+                    action: concord_domain::case::CaseAction::TransferToJudicial {
+                        to: "PSB".into(),
+                        documents: transfer_documents(),
+                        reason: "涉嫌犯罪".into(),
+                    },
+                },
+            );
+            let Ok(Outcome::Case(transfer)) = r.result else {
+                panic!("{r:?}")
+            };
+            Command::CaseStep {
+                id: transfer.id,
+                action: concord_domain::case::CaseAction::RequestAssistance {
+                    assistance: concord_domain::case::AssistanceKind::Appraisal,
+                    description: "请出具鉴定意见".into(),
+                    evidence: vec![],
+                },
+            }
+        }
+        CommandKind::RecordLicensingDecision => {
+            let item = item_in(&mut w, ItemStatus::Published);
+            let uscc = register(&mut w, 0);
+            Command::RecordLicensingDecision {
+                decision: licensing_spec(
+                    "阳审批许字〔2026〕1号",
+                    &uscc,
+                    &item,
+                    concord_domain::licensing::LicensingAction::Grant,
+                ),
+            }
+        }
         CommandKind::AcknowledgeCase
         | CommandKind::AcceptCase
         | CommandKind::RejectCase
@@ -947,10 +999,17 @@ fn the_authority_matrix_is_enforced_for_every_profile_and_command() {
                         | CommandKind::ResolveCase
                         | CommandKind::ConfirmCaseFeedback
                         | CommandKind::ReturnCaseForRework
+                        | CommandKind::TransferCaseToJudicial
+                        | CommandKind::RequestCaseAssistance
                 );
                 // Visibility goes by the acting department, whatever its capacity:
-                // the fixture item names SAMR and TRANS, and JUST reviews legality.
-                let sees = ["SAMR", "TRANS", "JUST"].contains(&p.actor);
+                // the fixture item names SAMR and TRANS, and JUST reviews legality;
+                // a transfer is TRANS's and PSB's (and the arbiter's), not SAMR's.
+                let sees = if kind == CommandKind::RequestCaseAssistance {
+                    ["TRANS", "PSB", "JUST"].contains(&p.actor)
+                } else {
+                    ["SAMR", "TRANS", "JUST"].contains(&p.actor)
+                };
                 match &r.result {
                     Err(DomainError::NotFound { .. }) if unpublished_target && !sees => {}
                     Err(DomainError::PermissionDenied { reason })

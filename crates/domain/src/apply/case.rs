@@ -3,9 +3,10 @@
 
 use super::*;
 use crate::case::{
-    Awaiting, Case, CaseAction, CaseNotice, CaseSpec, CaseStatus, CaseStep, DeadlinePolicy,
+    Awaiting, Case, CaseAction, CaseKind, CaseNotice, CaseSpec, CaseStatus, CaseStep,
+    DeadlinePolicy,
 };
-use crate::department::Role;
+use crate::department::{DepartmentKind, Role};
 
 const HOUR_MS: i64 = 3_600_000;
 /// The awaiting-index owner for cases waiting on the arbiter role.
@@ -136,6 +137,26 @@ fn stage_hours(policy: &DeadlinePolicy, case: &Case) -> u32 {
 
 pub(super) fn push_case(tx: &mut Tx, spec: &CaseSpec) -> Result<Outcome, Failure> {
     spec.validate("case")?;
+    match spec.kind {
+        CaseKind::Clue | CaseKind::RiskWarning => {}
+        CaseKind::CriminalTransfer | CaseKind::Assistance | CaseKind::LicensingNotice => {
+            return Err(DomainError::invalid(
+                "case.kind",
+                "criminal transfers are opened with TransferToJudicial, assistance with RequestAssistance, licensing notices by RecordLicensingDecision",
+            )
+            .into())
+        }
+    }
+    Ok(Outcome::Cases(open_handoff(tx, spec, None)?))
+}
+
+/// Opens one case per receiver of `spec`, from the actor, under the hand-off
+/// `case-<revision>` (one per revision: no command opens two hand-offs).
+pub(super) fn open_handoff(
+    tx: &mut Tx,
+    spec: &CaseSpec,
+    parent: Option<&str>,
+) -> Result<Vec<Case>, Failure> {
     let from = tx.env.actor.clone();
     for (i, d) in spec.to.iter().enumerate() {
         if *d == from {
@@ -179,6 +200,8 @@ pub(super) fn push_case(tx: &mut Tx, spec: &CaseSpec) -> Result<Outcome, Failure
                 revision: tx.revision,
                 note: String::new(),
             }],
+            parent: parent.map(str::to_string),
+            linked: vec![],
             created_revision: tx.revision,
             updated_revision: tx.revision,
         };
@@ -186,7 +209,89 @@ pub(super) fn push_case(tx: &mut Tx, spec: &CaseSpec) -> Result<Outcome, Failure
         tx.save_case(&case, "case.pushed")?;
         cases.push(case);
     }
-    Ok(Outcome::Cases(cases))
+    Ok(cases)
+}
+
+/// Transfer to a judicial organ, or a judicial organ's request for assistance:
+/// opens a case linked to `case`, which keeps its stage and records the link.
+fn open_linked(tx: &mut Tx, mut case: Case, action: &CaseAction) -> Result<Outcome, Failure> {
+    let base = CaseSpec {
+        to: vec![],
+        level: None,
+        documents: vec![],
+        assistance: None,
+        source_ref: case.id.clone(),
+        ..case.spec.clone()
+    };
+    let (spec, note) = match action {
+        CaseAction::TransferToJudicial {
+            to,
+            documents,
+            reason,
+        } => {
+            let organ = tx.get::<Department>(&keys::department(to))?;
+            if !organ.is_some_and(|d| d.spec.kind == DepartmentKind::Judicial) {
+                return Err(DomainError::invalid(
+                    "action.to",
+                    format!("{to} is not a registered judicial organ"),
+                )
+                .into());
+            }
+            let spec = CaseSpec {
+                kind: CaseKind::CriminalTransfer,
+                to: vec![to.clone()],
+                documents: documents.clone(),
+                description: reason.clone(),
+                ..base
+            };
+            (spec, reason.clone())
+        }
+        CaseAction::RequestAssistance {
+            assistance,
+            description,
+            evidence,
+        } => {
+            if case.spec.kind != CaseKind::CriminalTransfer {
+                return Err(DomainError::precondition(format!(
+                    "assistance is requested on a criminal transfer; {} is a {}",
+                    case.id,
+                    case.spec.kind.as_str()
+                ))
+                .into());
+            }
+            let spec = CaseSpec {
+                kind: CaseKind::Assistance,
+                to: vec![case.from.clone()],
+                assistance: Some(*assistance),
+                description: description.clone(),
+                evidence: evidence.clone(),
+                entities: vec![],
+                ..base
+            };
+            (spec, description.clone())
+        }
+        other => {
+            return Err(
+                DomainError::precondition(format!("{} opens no linked case", other.name())).into(),
+            )
+        }
+    };
+    spec.validate("action")?;
+    let opened = open_handoff(tx, &spec, Some(&case.id))?;
+    let Some(linked) = opened.into_iter().next() else {
+        return Err(DomainError::precondition("no linked case was opened").into());
+    };
+    case.linked.push(linked.id.clone());
+    case.steps.push(CaseStep {
+        action: action.name().to_string(),
+        by: tx.env.actor.clone(),
+        at_ms: tx.now(),
+        revision: tx.revision,
+        note: format!("{}: {note}", linked.id),
+    });
+    case.updated_revision = tx.revision;
+    tx.record_case(&case, &format!("case.{}", action.name()))?;
+    Ok(Outcome::Case(linked))
 }
 
 pub(super) fn case(tx: &Tx, id: &str) -> Result<Case, Failure> {
@@ -222,6 +327,9 @@ pub(super) fn case_step(tx: &mut Tx, id: &str, action: &CaseAction) -> Result<Ou
         tx.record_case(&case, "case.acknowledged")?;
         return Ok(Outcome::Case(case));
     }
+    if let CaseAction::TransferToJudicial { .. } | CaseAction::RequestAssistance { .. } = action {
+        return open_linked(tx, case, action);
+    }
     let check_target = |tx: &Tx, field: &str, to: &str, case: &Case| -> Result<(), Failure> {
         if tx.get::<Department>(&keys::department(to))?.is_none() {
             return Err(DomainError::invalid(field, format!("unknown department {to}")).into());
@@ -231,12 +339,26 @@ pub(super) fn case_step(tx: &mut Tx, id: &str, action: &CaseAction) -> Result<Ou
                 DomainError::invalid(field, "the originator does not handle its own case").into(),
             );
         }
+        // A suspected crime stays with the judicial organs.
+        if case.spec.kind == CaseKind::CriminalTransfer
+            && !tx
+                .get::<Department>(&keys::department(to))?
+                .is_some_and(|d| d.spec.kind == DepartmentKind::Judicial)
+        {
+            return Err(DomainError::invalid(
+                field,
+                format!("{to} is not a judicial organ; a criminal transfer stays with one"),
+            )
+            .into());
+        }
         Ok(())
     };
     let old = case.clone();
     let (status, note) = match action {
-        // Handled above; it never changes the stage.
-        CaseAction::Acknowledge => return Ok(Outcome::Case(case)),
+        // Handled above; they never change the stage.
+        CaseAction::Acknowledge
+        | CaseAction::TransferToJudicial { .. }
+        | CaseAction::RequestAssistance { .. } => return Ok(Outcome::Case(case)),
         CaseAction::Accept => (CaseStatus::InProgress, String::new()),
         CaseAction::Reject { reason } => (CaseStatus::Rejected, reason.clone()),
         CaseAction::Reroute { to, reason } => {
@@ -288,6 +410,25 @@ pub(super) fn case_step(tx: &mut Tx, id: &str, action: &CaseAction) -> Result<Ou
     schedule(&policy, &mut case, tx.now());
     case.updated_revision = tx.revision;
     tx.save_case(&case, &format!("case.{}", action.name()))?;
+    // A penalty decided on a licensed entity goes back to its licensing bureau.
+    if let (CaseAction::Resolve { resolution }, Some(uscc)) = (action, &case.spec.uscc) {
+        if !resolution.penalty_ref.is_empty() {
+            super::licensing::push_violation(
+                tx,
+                uscc,
+                &[case.from.as_str()],
+                super::licensing::Violation {
+                    source: case.spec.source,
+                    source_ref: case.id.clone(),
+                    findings: format!(
+                        "{}（处罚决定 {}）：{}",
+                        resolution.outcome, resolution.penalty_ref, resolution.measures
+                    ),
+                    evidence: case.spec.evidence.clone(),
+                },
+            )?;
+        }
+    }
     Ok(Outcome::Case(case))
 }
 

@@ -344,7 +344,12 @@ pub(super) fn submit_result(
     if let Some(existing) = &task.parts[index].result {
         if existing == result {
             // The same result again: nothing to do (a retry under a new request id).
-            return Ok(Outcome::Submitted { task, alert: None });
+            // Whatever it pushed was pushed then.
+            return Ok(Outcome::Submitted {
+                task,
+                alert: None,
+                pushed: vec![],
+            });
         }
         return Err(DomainError::precondition(format!(
             "{actor} already filed its result for {task_id} at revision {}",
@@ -396,7 +401,27 @@ pub(super) fn submit_result(
     } else {
         None
     };
-    Ok(Outcome::Submitted { task, alert })
+    // A violation found on a licensed entity goes back to its licensing bureau.
+    let pushed = if result.outcome == crate::inspection::ResultOutcome::NonCompliant {
+        super::licensing::push_violation(
+            tx,
+            &task.uscc,
+            &[],
+            super::licensing::Violation {
+                source: crate::case::CaseSource::InspectionResult,
+                source_ref: task.id.clone(),
+                findings: result.findings.clone(),
+                evidence: result.evidence.clone(),
+            },
+        )?
+    } else {
+        vec![]
+    };
+    Ok(Outcome::Submitted {
+        task,
+        alert,
+        pushed,
+    })
 }
 
 pub(super) fn record_inspection(tx: &mut Tx, uscc: &str, note: &str) -> Result<Outcome, Failure> {

@@ -25,6 +25,7 @@ pub const MAX_PURGE_PER_TICK: usize = 10_000;
 mod case;
 mod credit;
 mod inspection;
+mod licensing;
 pub use case::case_work_due;
 pub use credit::{tier_work_due, RETIER_BATCH};
 
@@ -125,6 +126,7 @@ pub fn apply(
         (None, Ok(Outcome::Cases(cases))) => {
             cases.first().map(|c| c.handoff.clone()).unwrap_or_default()
         }
+        (None, Ok(Outcome::Licensing { decision, .. })) => decision.id.clone(),
         _ => String::new(),
     };
     let outcome = match &result {
@@ -372,6 +374,7 @@ fn execute(tx: &mut Tx, command: &Command) -> Result<Outcome, Failure> {
         Command::PushCase { case } => case::push_case(tx, case),
         Command::CaseStep { id, action } => case::case_step(tx, id, action),
         Command::SetCaseDeadlines { policy } => case::set_deadlines(tx, policy),
+        Command::RecordLicensingDecision { decision } => licensing::record_decision(tx, decision),
     }
 }
 

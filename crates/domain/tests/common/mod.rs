@@ -333,6 +333,48 @@ pub fn case_spec(to: &[&str]) -> concord_domain::case::CaseSpec {
         priority: concord_domain::case::Priority::High,
         level: None,
         entities: vec![],
+        documents: vec![],
+        assistance: None,
+    }
+}
+
+/// The documents a transfer to a judicial organ must carry.
+pub fn transfer_documents() -> Vec<concord_domain::case::CaseDocument> {
+    use concord_domain::case::{CaseDocument, DocumentKind};
+    [
+        (DocumentKind::TransferLetter, "涉嫌犯罪案件移送书", "01"),
+        (
+            DocumentKind::InvestigationReport,
+            "涉嫌犯罪案件情况的调查报告",
+            "02",
+        ),
+        (DocumentKind::ItemList, "涉案物品清单", "03"),
+        (DocumentKind::AppraisalReport, "油品检验报告", "04"),
+    ]
+    .into_iter()
+    .map(|(kind, title, n)| CaseDocument {
+        kind,
+        title: title.into(),
+        sha256: n.repeat(32),
+    })
+    .collect()
+}
+
+/// A licensing decision by the licensing bureau on `uscc` under `item`.
+pub fn licensing_spec(
+    number: &str,
+    uscc: &str,
+    item: &str,
+    action: concord_domain::licensing::LicensingAction,
+) -> concord_domain::licensing::LicensingDecisionSpec {
+    concord_domain::licensing::LicensingDecisionSpec {
+        number: number.into(),
+        uscc: uscc.into(),
+        action,
+        matter: "成品油零售经营许可".into(),
+        items: vec![item.into()],
+        document: "ef".repeat(32),
+        valid_until_ms: None,
     }
 }
 

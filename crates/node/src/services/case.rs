@@ -47,19 +47,45 @@ impl CaseSvc {
         let r = req.into_inner();
         check_id("id", &r.id, 2)?;
         let action = convert::case_action(action, &r).map_err(invalid)?;
+        self.run_step(method, &r.request_id, timeout, &r.id, action)
+            .await
+    }
+
+    async fn run_step(
+        &self,
+        method: &'static str,
+        request_id: &str,
+        timeout: std::time::Duration,
+        id: &str,
+        action: concord_domain::case::CaseAction,
+    ) -> Result<Response<CaseResponse>, Status> {
         let command = Command::CaseStep {
-            id: r.id.clone(),
+            id: id.to_string(),
             action,
         };
         write_with(
             &self.core,
             method,
-            &r.request_id,
+            request_id,
             timeout,
             command,
             case_response,
         )
         .await
+    }
+}
+
+fn licensing_response(
+    o: Outcome,
+    header: Option<ResponseHeader>,
+) -> Result<LicensingDecisionResponse, Outcome> {
+    match o {
+        Outcome::Licensing { decision, cases } => Ok(LicensingDecisionResponse {
+            header,
+            decision: Some(convert::licensing_to_wire(&decision)),
+            cases: cases.iter().map(convert::case_to_wire).collect(),
+        }),
+        other => Err(other),
     }
 }
 
@@ -202,6 +228,93 @@ impl CaseService for CaseSvc {
             header: header(&self.core, revision, false),
             awaiting: awaiting.iter().map(convert::case_to_wire).collect(),
             notices: notices.iter().map(convert::notice_to_wire).collect(),
+        }))
+    }
+
+    async fn transfer_to_judicial(
+        &self,
+        req: Request<TransferToJudicialRequest>,
+    ) -> Result<Response<CaseResponse>, Status> {
+        let timeout = timeout_of(&req, &self.core);
+        let r = req.into_inner();
+        check_id("id", &r.id, 2)?;
+        let action = convert::transfer_action(&r).map_err(invalid)?;
+        self.run_step(
+            "CaseService/TransferToJudicial",
+            &r.request_id,
+            timeout,
+            &r.id,
+            action,
+        )
+        .await
+    }
+
+    async fn request_assistance(
+        &self,
+        req: Request<RequestAssistanceRequest>,
+    ) -> Result<Response<CaseResponse>, Status> {
+        let timeout = timeout_of(&req, &self.core);
+        let r = req.into_inner();
+        check_id("id", &r.id, 2)?;
+        let action = convert::assistance_action(&r).map_err(invalid)?;
+        self.run_step(
+            "CaseService/RequestAssistance",
+            &r.request_id,
+            timeout,
+            &r.id,
+            action,
+        )
+        .await
+    }
+
+    async fn record_licensing_decision(
+        &self,
+        req: Request<RecordLicensingDecisionRequest>,
+    ) -> Result<Response<LicensingDecisionResponse>, Status> {
+        let timeout = timeout_of(&req, &self.core);
+        let r = req.into_inner();
+        let decision = convert::licensing_spec("decision", r.decision.as_ref()).map_err(invalid)?;
+        write_with(
+            &self.core,
+            "CaseService/RecordLicensingDecision",
+            &r.request_id,
+            timeout,
+            Command::RecordLicensingDecision { decision },
+            licensing_response,
+        )
+        .await
+    }
+
+    async fn get_licensing_decision(
+        &self,
+        req: Request<GetLicensingDecisionRequest>,
+    ) -> Result<Response<LicensingDecisionResponse>, Status> {
+        let timeout = timeout_of(&req, &self.core);
+        let r = req.into_inner();
+        validate::generated_id("id", &r.id, "lic", 1).map_err(invalid)?;
+        let revision = self.core.read_barrier(r.read.as_ref(), timeout).await?;
+        let decision =
+            query::licensing_decision(&self.core.reader, &r.id).map_err(NodeError::from)?;
+        Ok(Response::new(LicensingDecisionResponse {
+            header: header(&self.core, revision, false),
+            decision: Some(convert::licensing_to_wire(&decision)),
+            cases: vec![],
+        }))
+    }
+
+    async fn list_licensing_decisions(
+        &self,
+        req: Request<ListLicensingDecisionsRequest>,
+    ) -> Result<Response<ListLicensingDecisionsResponse>, Status> {
+        let timeout = timeout_of(&req, &self.core);
+        let r = req.into_inner();
+        concord_domain::uscc::validate("uscc", &r.uscc).map_err(invalid)?;
+        let revision = self.core.read_barrier(r.read.as_ref(), timeout).await?;
+        let decisions =
+            query::licensing_decisions(&self.core.reader, &r.uscc).map_err(NodeError::from)?;
+        Ok(Response::new(ListLicensingDecisionsResponse {
+            header: header(&self.core, revision, false),
+            decisions: decisions.iter().map(convert::licensing_to_wire).collect(),
         }))
     }
 }

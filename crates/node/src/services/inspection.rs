@@ -238,10 +238,15 @@ impl InspectionService for InspectionSvc {
             timeout,
             command,
             |o, header| match o {
-                Outcome::Submitted { task, alert } => Ok(SubmitResultResponse {
+                Outcome::Submitted {
+                    task,
+                    alert,
+                    pushed,
+                } => Ok(SubmitResultResponse {
                     header,
                     task: Some(convert::task_to_wire(&task)),
                     alert: alert.as_ref().map(convert::alert_to_wire),
+                    pushed_cases: pushed.into_iter().map(|c| c.id).collect(),
                 }),
                 other => Err(other),
             },
