@@ -20,6 +20,9 @@ step TRANS $TRANS_A AcknowledgeCase '{"id":"'$ID'"}'
 step TRANS $TRANS_A RejectCase '{"id":"'$ID'","reason":"属应急管理部门职责"}'
 step SAMR $SAMR_A EscalateCase '{"id":"'$ID'","reason":"运输环节职责争议"}'
 step JUST $JUST_A AssignCase '{"id":"'$ID'","to":"TRANS","reason":"依《道路危险货物运输管理规定》由交通运输部门处理"}'
+h() { echo -n "$1" | sha256sum | cut -c1-64; }
+echo '$ grpcurl $TRANS … CaseService/TransferToJudicial (to PSB, 行刑衔接)'
+grpcurl $TRANS -d '{"request_id":"transfer-1","id":"'$ID'","to":"PSB","reason":"涉嫌非法储存危险物质罪","documents":[{"kind":"TRANSFER_LETTER","title":"涉嫌犯罪案件移送书","sha256":"'$(h 移送书)'"},{"kind":"INVESTIGATION_REPORT","title":"涉嫌犯罪案件情况的调查报告","sha256":"'$(h 调查报告)'"},{"kind":"ITEM_LIST","title":"涉案物品清单","sha256":"'$(h 清单)'"}]}' $TRANS_A concord.case.v1.CaseService/TransferToJudicial | python3 -c "import json,sys;c=json.load(sys.stdin)['case'];print('  ',c['id'],c['kind'],c['status'],'with',c['to'][0],'parent',c['parent'],'documents',len(c['documents']))"
 step TRANS $TRANS_A ResolveCase '{"id":"'$ID'","resolution":{"outcome":"责令改正并罚款","measures":"立案调查，暂扣运输车辆","penalty_ref":"阳交罚〔2026〕12号"}}'
 step SAMR $SAMR_A ConfirmFeedback '{"id":"'$ID'","reason":"确认办结"}'
 echo '$ grpcurl $ADMIN … ClusterService/ListAudit {"target":"'$ID'"}'

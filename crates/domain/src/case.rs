@@ -107,7 +107,7 @@ pub fn validate_documents(field: &str, documents: &[CaseDocument]) -> Result<(),
             return Err(DomainError::invalid(
                 field,
                 format!(
-                    "a transfer to a judicial organ carries a {} (required: transfer_letter, investigation_report, item_list)",
+                    "{} is missing (a transfer to a judicial organ carries a transfer_letter, an investigation_report and an item_list)",
                     serde_json::to_value(required)
                         .ok()
                         .and_then(|v| v.as_str().map(str::to_string))
