@@ -3,6 +3,11 @@
 //! mutual TLS on every connection) and `must_*` helpers that wait on a condition
 //! with a deadline and fail loudly.
 
+
+pub mod campaign;
+pub mod docker;
+pub mod lin;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
