@@ -493,10 +493,9 @@ pub async fn check(cluster: &DockerCluster, w: &Workload) -> Report {
                 "acknowledged write {} is on no replica",
                 o.request_id
             )),
-            Status::Failed if present => report.anomalies.push(format!(
-                "refused write {} was applied",
-                o.request_id
-            )),
+            Status::Failed if present => report
+                .anomalies
+                .push(format!("refused write {} was applied", o.request_id)),
             _ => {}
         }
     }
@@ -512,9 +511,7 @@ pub async fn check(cluster: &DockerCluster, w: &Workload) -> Report {
                     call: o.call,
                     ret: o.ret,
                 }),
-                (Kind::Write, Status::Ambiguous)
-                    if applied[&o.key].contains_key(&o.request_id) =>
-                {
+                (Kind::Write, Status::Ambiguous) if applied[&o.key].contains_key(&o.request_id) => {
                     Some(Operation {
                         op: RegisterOp::Write(o.value.clone()),
                         call: o.call,
@@ -551,9 +548,9 @@ pub async fn check(cluster: &DockerCluster, w: &Workload) -> Report {
         report.watch_events += got.len();
         let upto = seen_upto.get(&name).copied().unwrap_or(0);
         if upto < head {
-            report.anomalies.push(format!(
-                "{name} only got to revision {upto} of {head}"
-            ));
+            report
+                .anomalies
+                .push(format!("{name} only got to revision {upto} of {head}"));
         }
         if got.windows(2).any(|p| p[0].0 >= p[1].0) {
             report
@@ -608,9 +605,17 @@ pub enum Fault {
     PartitionMajority,
     RestartAll,
     RollingRestart,
+    /// A follower down until the leader purged its log past it: it comes back by
+    /// snapshot installation.
+    SnapshotInstall,
+    /// A learner joins under load (half the time while a follower is partitioned).
+    AddLearner,
 }
 
-pub const FAULTS: [Fault; 10] = [
+/// Departments that join as learners, in order.
+const LEARNERS: [&str; 2] = ["ECO", "EMER"];
+
+pub const FAULTS: [Fault; 12] = [
     Fault::KillLeader,
     Fault::KillFollower,
     Fault::StopStartFollower,
@@ -621,6 +626,8 @@ pub const FAULTS: [Fault; 10] = [
     Fault::PartitionMajority,
     Fault::RestartAll,
     Fault::RollingRestart,
+    Fault::SnapshotInstall,
+    Fault::AddLearner,
 ];
 
 async fn leader_or_wait(cluster: &DockerCluster) -> anyhow::Result<u64> {
@@ -639,7 +646,7 @@ async fn leader_or_wait(cluster: &DockerCluster) -> anyhow::Result<u64> {
 
 /// Injects `fault`, holds it for `hold` under load, and heals it.
 pub async fn inject(
-    cluster: &DockerCluster,
+    cluster: &mut DockerCluster,
     fault: Fault,
     hold: Duration,
     rng: &mut StdRng,
@@ -649,7 +656,11 @@ pub async fn inject(
     let follower = followers[rng.gen_range(0..followers.len())];
     let what = match fault {
         Fault::KillLeader | Fault::KillFollower => {
-            let n = if fault == Fault::KillLeader { leader } else { follower };
+            let n = if fault == Fault::KillLeader {
+                leader
+            } else {
+                follower
+            };
             cluster.kill(n).await?;
             tokio::time::sleep(hold).await;
             cluster.start_node(n).await?;
@@ -662,14 +673,22 @@ pub async fn inject(
             format!("stop/start node {follower}")
         }
         Fault::PauseLeader | Fault::PauseFollower => {
-            let n = if fault == Fault::PauseLeader { leader } else { follower };
+            let n = if fault == Fault::PauseLeader {
+                leader
+            } else {
+                follower
+            };
             cluster.pause(n).await?;
             tokio::time::sleep(hold).await;
             cluster.unpause(n).await?;
             format!("pause node {n}")
         }
         Fault::PartitionFollower | Fault::IsolateLeader => {
-            let n = if fault == Fault::IsolateLeader { leader } else { follower };
+            let n = if fault == Fault::IsolateLeader {
+                leader
+            } else {
+                follower
+            };
             cluster.disconnect(n).await?;
             tokio::time::sleep(hold).await;
             cluster.reconnect(n).await?;
@@ -702,6 +721,69 @@ pub async fn inject(
             }
             "rolling restart".to_string()
         }
+        Fault::SnapshotInstall => {
+            let behind = cluster.status(follower).await?.last_log_index;
+            cluster.kill(follower).await?;
+            let deadline = Instant::now() + Duration::from_secs(90);
+            let purged = loop {
+                let p = cluster
+                    .status(leader)
+                    .await
+                    .map(|s| s.purged_index)
+                    .unwrap_or(0);
+                if p > behind {
+                    break p;
+                }
+                if Instant::now() > deadline {
+                    cluster.start_node(follower).await?;
+                    anyhow::bail!("the leader never purged its log past {behind}");
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            };
+            cluster.start_node(follower).await?;
+            // Back only by a snapshot covering the purged entries.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let s = cluster.status(follower).await.map(|s| s.snapshot_index);
+                if s.as_ref().is_ok_and(|i| *i >= purged) {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    anyhow::bail!(
+                        "node {follower} did not install a snapshot past {purged}: {s:?}"
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            format!("node {follower} down until the log was purged past {behind} (to {purged}); back by snapshot")
+        }
+        Fault::AddLearner => {
+            let joined = cluster.nodes.len() - 3;
+            let Some(department) = LEARNERS.get(joined) else {
+                // Learners all joined: a follower kill instead.
+                cluster.kill(follower).await?;
+                tokio::time::sleep(hold).await;
+                cluster.start_node(follower).await?;
+                return Ok(format!("kill -9 node {follower} (no learner left to add)"));
+            };
+            let partitioned = rng.gen_bool(0.5);
+            if partitioned {
+                cluster.disconnect(follower).await?;
+            }
+            let id = cluster.add_learner(department, leader).await?;
+            tokio::time::sleep(hold).await;
+            if partitioned {
+                cluster.reconnect(follower).await?;
+            }
+            format!(
+                "learner {id} ({department}) added{}",
+                if partitioned {
+                    format!(" while node {follower} was partitioned")
+                } else {
+                    String::new()
+                }
+            )
+        }
     };
     // Healed: every node serves with a leader again.
     for id in cluster.ids() {
@@ -721,7 +803,7 @@ pub struct CampaignOptions {
 /// report and the one-line summary.
 pub async fn run(options: CampaignOptions) -> anyhow::Result<(Report, String)> {
     let started = Instant::now();
-    let cluster = DockerCluster::start(&["SAMR", "TRANS", "JUST"]).await?;
+    let mut cluster = DockerCluster::start(&["SAMR", "TRANS", "JUST"]).await?;
     let mut workload = Workload::start(&cluster).await?;
     let mut rng = StdRng::seed_from_u64(options.seed);
     let mut injected: BTreeMap<Fault, usize> = BTreeMap::new();
@@ -737,7 +819,7 @@ pub async fn run(options: CampaignOptions) -> anyhow::Result<(Report, String)> {
             FAULTS[rng.gen_range(0..FAULTS.len())]
         };
         let hold = Duration::from_millis(rng.gen_range(1_000..3_000));
-        match inject(&cluster, fault, hold, &mut rng).await {
+        match inject(&mut cluster, fault, hold, &mut rng).await {
             Ok(what) => eprintln!("fault {}: {what} ({} ms)", i + 1, hold.as_millis()),
             Err(e) => recovery_failures.push(format!("fault {} ({fault:?}): {e:#}", i + 1)),
         }

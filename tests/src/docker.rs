@@ -45,7 +45,8 @@ pub fn require_docker() -> bool {
     false
 }
 
-fn workspace_binary() -> anyhow::Result<PathBuf> {
+/// The `concord` binary the tests and images use.
+pub fn workspace_binary() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("CONCORD_BIN") {
         return Ok(PathBuf::from(p));
     }
@@ -168,8 +169,15 @@ pub struct DockerCluster {
     pub nodes: BTreeMap<u64, DockerNode>,
     pub pki: TestPki,
     pub ports: Ports,
+    image: String,
+    run_id: String,
     _dir: tempfile::TempDir,
 }
+
+/// Small snapshots and a short log tail, so a node that is down for a few
+/// seconds under load comes back behind the purged log and needs a snapshot.
+const NODE_CONFIG: &str =
+    "[raft]\nsnapshot_after_entries = 300\nkeep_entries_behind_snapshot = 50\n";
 
 impl DockerCluster {
     /// Starts `departments.len()` voters; node 1 bootstraps the cluster.
@@ -189,65 +197,21 @@ impl DockerCluster {
             .enumerate()
             .map(|(i, d)| format!("{}={d}@{}:{PORT}", i + 1, names[i]))
             .collect();
-        let mut nodes = BTreeMap::new();
-        let ports: Ports = Arc::default();
-        for (i, dept) in departments.iter().enumerate() {
-            let id = i as u64 + 1;
-            let identity = Identity::new(*dept, CertRole::Node, format!("n{id}"))?;
-            let hosts = vec![
-                names[i].clone(),
-                "127.0.0.1".to_string(),
-                "localhost".to_string(),
-            ];
-            let issued = layout::issue_into(
-                &pki.ca,
-                &pki.dir,
-                &identity,
-                &hosts,
-                Validity::days_from_now(30),
-            )?;
-            let _ = issued;
-            let files = layout::tls_files(&pki.dir, &identity);
-            let container = GenericImage::new(name, tag)
-                .with_exposed_port(ContainerPort::Tcp(PORT))
-                .with_network(&network)
-                .with_container_name(&names[i])
-                .with_env_var("CONCORD_NODE_ID", id.to_string())
-                .with_env_var("CONCORD_DEPARTMENT", *dept)
-                .with_env_var("CONCORD_LISTEN", format!("0.0.0.0:{PORT}"))
-                .with_env_var("CONCORD_ADVERTISE", format!("{}:{PORT}", names[i]))
-                .with_env_var("CONCORD_DATA_DIR", "/data")
-                .with_env_var("CONCORD_BOOTSTRAP", if id == 1 { "true" } else { "false" })
-                .with_env_var("CONCORD_INITIAL_MEMBERS", members.join(","))
-                .with_env_var("CONCORD_TLS_CA", "/pki/ca.pem")
-                .with_env_var("CONCORD_TLS_CERT", "/pki/node.pem")
-                .with_env_var("CONCORD_TLS_KEY", "/pki/node.key")
-                .with_env_var("RUST_LOG", "info")
-                .with_copy_to("/pki/ca.pem", std::fs::read(&files.ca)?)
-                .with_copy_to("/pki/node.pem", std::fs::read(&files.cert)?)
-                .with_copy_to("/pki/node.key", std::fs::read(&files.key)?)
-                .start()
-                .await
-                .with_context(|| format!("starting container {}", names[i]))?;
-            let port = container.get_host_port_ipv4(PORT).await?;
-            ports.lock().expect("ports").insert(id, port);
-            nodes.insert(
-                id,
-                DockerNode {
-                    id,
-                    department: dept.to_string(),
-                    name: names[i].clone(),
-                    container,
-                },
-            );
-        }
-        let cluster = DockerCluster {
+        let mut cluster = DockerCluster {
             network,
-            nodes,
+            nodes: BTreeMap::new(),
             pki,
-            ports,
+            ports: Arc::default(),
+            image: format!("{name}:{tag}"),
+            run_id,
             _dir: dir,
         };
+        for (i, dept) in departments.iter().enumerate() {
+            let id = i as u64 + 1;
+            cluster
+                .launch(id, dept, id == 1, &members.join(","))
+                .await?;
+        }
         for id in cluster.ids() {
             cluster
                 .wait_serving(id, Duration::from_secs(60))
@@ -255,6 +219,97 @@ impl DockerCluster {
                 .with_context(|| format!("node {id} never served"))?;
         }
         Ok(cluster)
+    }
+
+    /// Starts the container of node `id` for `department`.
+    async fn launch(
+        &mut self,
+        id: u64,
+        department: &str,
+        bootstrap: bool,
+        members: &str,
+    ) -> anyhow::Result<()> {
+        let name = format!("concord-{}-n{id}", self.run_id);
+        let identity = Identity::new(department, CertRole::Node, format!("n{id}"))?;
+        let hosts = vec![
+            name.clone(),
+            "127.0.0.1".to_string(),
+            "localhost".to_string(),
+        ];
+        layout::issue_into(
+            &self.pki.ca,
+            &self.pki.dir,
+            &identity,
+            &hosts,
+            Validity::days_from_now(30),
+        )?;
+        let files = layout::tls_files(&self.pki.dir, &identity);
+        let (image, tag) = self.image.split_once(':').context("image tag")?;
+        let container = GenericImage::new(image, tag)
+            .with_exposed_port(ContainerPort::Tcp(PORT))
+            .with_network(&self.network)
+            .with_container_name(&name)
+            .with_cmd(["node", "--config", "/etc/concord.toml"])
+            .with_env_var("CONCORD_NODE_ID", id.to_string())
+            .with_env_var("CONCORD_DEPARTMENT", department)
+            .with_env_var("CONCORD_LISTEN", format!("0.0.0.0:{PORT}"))
+            .with_env_var("CONCORD_ADVERTISE", format!("{name}:{PORT}"))
+            .with_env_var("CONCORD_DATA_DIR", "/data")
+            .with_env_var(
+                "CONCORD_BOOTSTRAP",
+                if bootstrap { "true" } else { "false" },
+            )
+            .with_env_var("CONCORD_INITIAL_MEMBERS", members)
+            .with_env_var("CONCORD_TLS_CA", "/pki/ca.pem")
+            .with_env_var("CONCORD_TLS_CERT", "/pki/node.pem")
+            .with_env_var("CONCORD_TLS_KEY", "/pki/node.key")
+            .with_env_var("RUST_LOG", "info")
+            .with_copy_to("/etc/concord.toml", NODE_CONFIG.as_bytes().to_vec())
+            .with_copy_to("/pki/ca.pem", std::fs::read(&files.ca)?)
+            .with_copy_to("/pki/node.pem", std::fs::read(&files.cert)?)
+            .with_copy_to("/pki/node.key", std::fs::read(&files.key)?)
+            .start()
+            .await
+            .with_context(|| format!("starting container {name}"))?;
+        let port = container.get_host_port_ipv4(PORT).await?;
+        self.ports.lock().expect("ports").insert(id, port);
+        self.nodes.insert(
+            id,
+            DockerNode {
+                id,
+                department: department.to_string(),
+                name,
+                container,
+            },
+        );
+        Ok(())
+    }
+
+    /// Starts a node for `department` and adds it as a learner through the leader
+    /// (without waiting for it to catch up); returns its id.
+    pub async fn add_learner(&mut self, department: &str, leader: u64) -> anyhow::Result<u64> {
+        let id = self.nodes.keys().max().copied().unwrap_or(0) + 1;
+        self.launch(id, department, false, "").await?;
+        let addr = format!("{}:{PORT}", self.nodes[&id].name);
+        let mut req = tonic::Request::new(concord_proto::cluster::v1::AddLearnerRequest {
+            node_id: id,
+            addr,
+            department: department.to_string(),
+            blocking: Some(false),
+        });
+        req.set_timeout(Duration::from_secs(10));
+        self.admin(leader).add_learner(req).await?;
+        Ok(id)
+    }
+
+    /// Node `id`'s raft status.
+    pub async fn status(
+        &self,
+        id: u64,
+    ) -> anyhow::Result<concord_proto::cluster::v1::StatusResponse> {
+        let mut req = tonic::Request::new(StatusRequest {});
+        req.set_timeout(Duration::from_secs(2));
+        Ok(self.admin(id).status(req).await?.into_inner())
     }
 
     pub fn ids(&self) -> Vec<u64> {

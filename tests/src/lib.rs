@@ -3,7 +3,6 @@
 //! mutual TLS on every connection) and `must_*` helpers that wait on a condition
 //! with a deadline and fail loudly.
 
-
 pub mod campaign;
 pub mod docker;
 pub mod lin;
@@ -206,6 +205,7 @@ fn node_config(
         department: department.to_string(),
         listen: addr.to_string(),
         advertise: addr.to_string(),
+        ops_listen: Some("127.0.0.1:0".into()),
         data_dir,
         bootstrap: false,
         initial_members: BTreeMap::new(),

@@ -173,7 +173,10 @@ mod tests {
     #[test]
     fn sequential_histories() {
         assert!(linearizable("0", &[w("1", 0, Some(1)), r("1", 2, 3)]));
-        assert!(linearizable("0", &[r("0", 0, 1), w("1", 2, Some(3)), r("1", 4, 5)]));
+        assert!(linearizable(
+            "0",
+            &[r("0", 0, 1), w("1", 2, Some(3)), r("1", 4, 5)]
+        ));
         // A stale read after the write completed.
         assert!(!linearizable("0", &[w("1", 0, Some(1)), r("0", 2, 3)]));
         // A read of a value nobody wrote.

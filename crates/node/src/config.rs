@@ -38,6 +38,11 @@ pub struct NodeConfig {
     /// Address other nodes use to reach this one; defaults to `listen`.
     #[serde(default)]
     pub advertise: String,
+    /// Plaintext operations port: grpc.health.v1 (for Kubernetes gRPC probes, which
+    /// cannot present a client certificate) and Prometheus `/metrics`. No data is
+    /// served there. Off unless set, e.g. "0.0.0.0:7100".
+    #[serde(default)]
+    pub ops_listen: Option<String>,
     pub data_dir: PathBuf,
     /// When true and the store is empty, this node initialises the cluster with
     /// `initial_members` and seeds the department registry.
@@ -196,6 +201,78 @@ fn check_addr(setting: &str, addr: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// A pod of a Kubernetes StatefulSet learns who it is from its index
+/// (`CONCORD_POD_INDEX`, from the `apps.kubernetes.io/pod-index` label): pod `i`
+/// is node `i + 1` of department `CONCORD_DEPARTMENTS[i]`, reached at
+/// `CONCORD_PEER_TEMPLATE` with `{index}` replaced. Pod 0 bootstraps, with the first
+/// `CONCORD_VOTERS` pods (default 3) as the initial members. `{department}` in the
+/// TLS paths is replaced, so one Secret holds every department's node certificate.
+fn statefulset_identity(
+    table: &mut toml::Table,
+    index: &str,
+    env: &BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    let index: usize = index
+        .parse()
+        .map_err(|_| invalid("CONCORD_POD_INDEX", format!("{index:?} is not a number")))?;
+    let departments: Vec<&str> = env
+        .get("CONCORD_DEPARTMENTS")
+        .map(|d| {
+            d.split(',')
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let department = departments.get(index).ok_or_else(|| {
+        invalid(
+            "CONCORD_POD_INDEX",
+            format!(
+                "pod {index} has no department: CONCORD_DEPARTMENTS lists {}",
+                departments.len()
+            ),
+        )
+    })?;
+    let template = env.get("CONCORD_PEER_TEMPLATE").ok_or_else(|| {
+        invalid(
+            "CONCORD_PEER_TEMPLATE",
+            "is required with CONCORD_POD_INDEX, e.g. concord-{index}.concord-peers:7000",
+        )
+    })?;
+    let voters: usize = match env.get("CONCORD_VOTERS") {
+        Some(v) => v
+            .parse()
+            .map_err(|_| invalid("CONCORD_VOTERS", format!("{v:?} is not a number")))?,
+        None => 3,
+    };
+    let peer = |i: usize| template.replace("{index}", &i.to_string());
+    table.insert("node_id".into(), toml::Value::Integer(index as i64 + 1));
+    table.insert(
+        "department".into(),
+        toml::Value::String(department.to_string()),
+    );
+    table.insert("advertise".into(), toml::Value::String(peer(index)));
+    table
+        .entry("bootstrap")
+        .or_insert(toml::Value::Boolean(index == 0));
+    let mut members = toml::Table::new();
+    for (i, d) in departments.iter().enumerate().take(voters.max(1)) {
+        members.insert(
+            (i + 1).to_string(),
+            toml::Value::String(format!("{d}@{}", peer(i))),
+        );
+    }
+    table.insert("initial_members".into(), toml::Value::Table(members));
+    if let Some(toml::Value::Table(tls)) = table.get_mut("tls") {
+        for key in ["ca", "cert", "key"] {
+            if let Some(toml::Value::String(p)) = tls.get_mut(key) {
+                *p = p.replace("{department}", department);
+            }
+        }
+    }
+    Ok(())
+}
+
 impl NodeConfig {
     /// Reads `path` (if given), applies `CONCORD_*` overrides from `env`, validates.
     pub fn load(
@@ -216,11 +293,12 @@ impl NodeConfig {
             }
             None => toml::Table::new(),
         };
-        let overrides: [(&str, &str, bool); 11] = [
+        let overrides: [(&str, &str, bool); 12] = [
             ("CONCORD_NODE_ID", "node_id", true),
             ("CONCORD_DEPARTMENT", "department", false),
             ("CONCORD_LISTEN", "listen", false),
             ("CONCORD_ADVERTISE", "advertise", false),
+            ("CONCORD_OPS_LISTEN", "ops_listen", false),
             ("CONCORD_DATA_DIR", "data_dir", false),
             ("CONCORD_BOOTSTRAP", "bootstrap", false),
             ("CONCORD_INITIAL_MEMBERS", "initial_members", false),
@@ -269,6 +347,9 @@ impl NodeConfig {
                     table.insert(key.to_string(), v);
                 }
             }
+        }
+        if let Some(index) = env.get("CONCORD_POD_INDEX") {
+            statefulset_identity(&mut table, index, env)?;
         }
         let source = path
             .map(PathBuf::from)
@@ -419,6 +500,45 @@ mod tests {
             c.initial_members.get(&1).map(String::as_str),
             Some("SAMR@a:7001")
         );
+    }
+
+    #[test]
+    fn a_statefulset_pod_learns_its_identity_from_its_index() {
+        let pod = |index: &str| {
+            NodeConfig::load(
+                None,
+                &env(&[
+                    ("CONCORD_POD_INDEX", index),
+                    ("CONCORD_DEPARTMENTS", "SAMR,TRANS,JUST,ECO"),
+                    ("CONCORD_VOTERS", "3"),
+                    (
+                        "CONCORD_PEER_TEMPLATE",
+                        "concord-{index}.concord-peers.gov.svc:7000",
+                    ),
+                    ("CONCORD_LISTEN", "0.0.0.0:7000"),
+                    ("CONCORD_DATA_DIR", "/data"),
+                    ("CONCORD_TLS_CA", "/pki/ca.pem"),
+                    ("CONCORD_TLS_CERT", "/pki/{department}-node.pem"),
+                    ("CONCORD_TLS_KEY", "/pki/{department}-node.key"),
+                ]),
+            )
+        };
+        let first = pod("0").unwrap();
+        assert_eq!((first.node_id, first.department.as_str()), (1, "SAMR"));
+        assert!(first.bootstrap);
+        assert_eq!(first.advertise, "concord-0.concord-peers.gov.svc:7000");
+        assert_eq!(first.initial_members.len(), 3);
+        assert_eq!(
+            first.initial_members[&3],
+            "JUST@concord-2.concord-peers.gov.svc:7000"
+        );
+        let fourth = pod("3").unwrap();
+        assert_eq!((fourth.node_id, fourth.department.as_str()), (4, "ECO"));
+        assert!(!fourth.bootstrap);
+        assert_eq!(fourth.tls.cert, PathBuf::from("/pki/ECO-node.pem"));
+        // A pod beyond the department list is refused, naming the setting.
+        let e = pod("4").unwrap_err().to_string();
+        assert!(e.contains("CONCORD_POD_INDEX"), "{e}");
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub struct NodeCore {
     /// Flips to true when the node stops, ending watch streams.
     pub stopping: tokio::sync::watch::Sender<bool>,
     pub security: crate::transport::Security,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 pub fn now_ms() -> i64 {

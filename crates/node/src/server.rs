@@ -75,6 +75,8 @@ pub struct RunningNode {
     pub core: Arc<NodeCore>,
     /// The address the server is bound to (useful with port 0).
     pub addr: SocketAddr,
+    /// The ops port (health and metrics), when configured.
+    pub ops_addr: Option<SocketAddr>,
     shutdown_tx: tokio::sync::oneshot::Sender<()>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -151,6 +153,7 @@ pub async fn start_with_listener(
         config: config.clone(),
         stopping,
         security: security.clone(),
+        metrics: crate::metrics::Metrics::new(config.node_id, &config.department),
     });
 
     let limit = config.limits.max_request_bytes;
@@ -190,9 +193,21 @@ pub async fn start_with_listener(
         .build_v1alpha()
         .map_err(|e| StartError::Reflection(e.to_string()))?;
 
+    let ops = match &config.ops_listen {
+        Some(addr) => Some(
+            crate::ops::serve(addr, core.clone(), health_service.clone())
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr: addr.clone(),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .layer(crate::metrics::MetricsLayer(core.metrics.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -273,10 +288,11 @@ pub async fn start_with_listener(
     if let Err(e) = core.clone().bootstrap_if_configured().await {
         tracing::error!(error = %e, "bootstrap failed");
     }
-    tracing::info!(node_id = config.node_id, department = %config.department, %addr, tls = security.tls.is_some(), "node serving");
+    tracing::info!(node_id = config.node_id, department = %config.department, %addr, ops = ?ops, tls = security.tls.is_some(), "node serving");
     Ok(RunningNode {
         core,
         addr,
+        ops_addr: ops,
         shutdown_tx,
         server,
     })

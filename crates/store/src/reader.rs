@@ -113,6 +113,11 @@ impl StoreReader {
         Ok(out)
     }
 
+    /// Size of the current snapshot file (0: none yet).
+    pub fn snapshot_bytes(&self) -> u64 {
+        std::fs::metadata(crate::state_machine::current_path(&self.shared)).map_or(0, |m| m.len())
+    }
+
     /// Events of revisions up to this one have been compacted away (0: none).
     pub fn compacted_through(&self) -> u64 {
         compacted_through(&self.shared.sm)

@@ -26,7 +26,7 @@ mod case;
 mod credit;
 mod inspection;
 mod licensing;
-pub use case::case_work_due;
+pub use case::{case_work_due, ARBITER};
 pub use credit::{tier_work_due, RETIER_BATCH};
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -108,6 +108,7 @@ async fn follow(
     let mut applied_rx = reader.subscribe();
     let mut stopping = core.stopping.subscribe();
     let mut cursor = start;
+    let _subscribed = Subscribed::new(core.metrics.clone());
     let mut scope = match core.scope() {
         Ok(s) => s,
         Err(e) => {
@@ -198,5 +199,25 @@ async fn follow(
             }
             _ = tx.closed() => return,
         }
+    }
+}
+
+/// Counts an open watch stream in the metrics for as long as it lives.
+struct Subscribed(Arc<crate::metrics::Metrics>);
+
+impl Subscribed {
+    fn new(metrics: Arc<crate::metrics::Metrics>) -> Subscribed {
+        metrics
+            .watch_subscribers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Subscribed(metrics)
+    }
+}
+
+impl Drop for Subscribed {
+    fn drop(&mut self) {
+        self.0
+            .watch_subscribers
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
