@@ -205,7 +205,6 @@ def boot(docs):
                 f"127.0.0.1:{port(names[0], grpc_port)}", "concord.entity.v1.EntityService/RegisterEntity", check=False)
         if r.returncode != 0:
             fail(f"RegisterEntity through pod 0: {r.stderr}")
-        metrics = run("grpcurl", "-plaintext", f"127.0.0.1:{port(names[1], ops_port)}", "list", check=False)
         leader = status["leaderId"]
         print(f"ok: boot: {len(names)} pods from the rendered StatefulSet formed a cluster "
               f"(leader node {leader}, {len(voters)} voters), probes SERVING, a write served")

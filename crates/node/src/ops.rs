@@ -17,7 +17,19 @@ pub async fn serve<H: Health>(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let scrape = core.clone();
+    // Reflection of the health service alone, so `grpcurl -plaintext` works as is.
+    // (grpcurl 1.8 asks v1alpha.)
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(std::io::Error::other)?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(std::io::Error::other)?;
     let router = tonic::service::Routes::new(health)
+        .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .into_axum_router()
         .route(
             "/metrics",
