@@ -73,7 +73,10 @@ async fn health_and_metrics_are_served_in_plaintext_on_the_ops_port_only() {
                 && l.contains(&format!("code=\"{code}\""))
         })
     };
-    assert!(counted("concord.item.v1.ItemService/ListItems", "OK"), "{m}");
+    assert!(
+        counted("concord.item.v1.ItemService/ListItems", "OK"),
+        "{m}"
+    );
     assert!(
         counted("concord.item.v1.ItemService/GetItem", "NOT_FOUND"),
         "{m}"
