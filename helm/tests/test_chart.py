@@ -117,7 +117,7 @@ def pod_env(container, index):
     return env
 
 
-def boot(docs):
+def boot(label, docs):
     image = os.environ.get("CONCORD_IMAGE") or fail("CONCORD_IMAGE is not set")
     binary = os.environ.get("CONCORD_BIN") or fail("CONCORD_BIN is not set")
     sts = next(d for d in docs if d["kind"] == "StatefulSet")
@@ -183,16 +183,21 @@ def boot(docs):
                 time.sleep(0.5)
         admin = ["-cacert", f"{pki}/ca.pem", "-cert", f"{pki}/BIGDATA-admin-operator.pem",
                  "-key", f"{pki}/BIGDATA-admin-operator.key"]
-        status = None
+        # Every pod becomes a member without anyone's help: the first `voters` from
+        # pod 0's bootstrap, the rest by joining as learners.
+        status, last = None, ""
         while time.time() < deadline:
             r = run("grpcurl", *admin, "-servername", fqdn(0), f"127.0.0.1:{port(names[0], grpc_port)}",
                     "concord.cluster.v1.ClusterService/Status", check=False)
+            last = r.stdout + r.stderr
             if r.returncode == 0 and '"leaderId"' in r.stdout:
-                status = json.loads(r.stdout)
-                break
+                s = json.loads(r.stdout)
+                if len(s.get("members", [])) == len(departments):
+                    status = s
+                    break
             time.sleep(0.5)
         if not status:
-            fail("the rendered pods formed no cluster with a leader")
+            fail(f"the rendered pods did not all become members: {last}")
         voters = [m for m in status.get("members", []) if m.get("voter")]
         if len(voters) != int(env0["CONCORD_VOTERS"]):
             fail(f"{len(voters)} voters: {status}")
@@ -206,8 +211,9 @@ def boot(docs):
         if r.returncode != 0:
             fail(f"RegisterEntity through pod 0: {r.stderr}")
         leader = status["leaderId"]
-        print(f"ok: boot: {len(names)} pods from the rendered StatefulSet formed a cluster "
-              f"(leader node {leader}, {len(voters)} voters), probes SERVING, a write served")
+        print(f"ok: boot ({label}): {len(names)} pods from the rendered StatefulSet formed a cluster "
+              f"(leader node {leader}, {len(voters)} voters, {len(names) - len(voters)} learners joined), "
+              f"probes SERVING, a write served")
     finally:
         for name in names:
             run("docker", "rm", "-f", name, check=False)
@@ -230,7 +236,8 @@ def main():
         print(f"ok: schema refuses voters: \"three\" ({type(e).__name__})")
     rendered = {name: check_values_set(chart, name, values) for name, values in VALUES_SETS.items()}
     if "--no-boot" not in sys.argv:
-        boot(rendered["default"])
+        boot("default", rendered["default"])
+        boot("learners beyond the voters", rendered["learners beyond the voters"])
 
 
 if __name__ == "__main__":

@@ -206,6 +206,7 @@ fn node_config(
         listen: addr.to_string(),
         advertise: addr.to_string(),
         ops_listen: Some("127.0.0.1:0".into()),
+        join: vec![],
         data_dir,
         bootstrap: false,
         initial_members: BTreeMap::new(),
@@ -291,6 +292,59 @@ impl Cluster {
             cluster.must_be_ready(*id).await;
         }
         cluster
+    }
+
+    /// A new one-node cluster built from `backup` (see `concord restore`): node 1 of
+    /// `department`, continuing `skip` revisions after the backup's.
+    pub async fn start_restored(
+        backup: &Path,
+        department: &str,
+        skip: u64,
+    ) -> (Cluster, concord_store::state_machine::Restored) {
+        init_tracing();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pki = TestPki::new(&dir.path().join("pki"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let data = dir.path().join("node-1");
+        let restored = concord_store::state_machine::restore(
+            &data,
+            backup,
+            1,
+            concord_store::NodeInfo {
+                addr: addr.to_string(),
+                department: department.into(),
+            },
+            skip,
+        )
+        .expect("restore");
+        let (tuning, housekeeping) = (test_tuning(), Housekeeping::default());
+        let config = node_config(1, department, addr, data, &tuning, &housekeeping, &pki);
+        let running = concord_node::start_with_listener(config.clone(), listener)
+            .await
+            .expect("start restored node");
+        let mut nodes = BTreeMap::new();
+        nodes.insert(
+            1,
+            TestNode {
+                id: 1,
+                department: department.into(),
+                addr,
+                config,
+                running: Some(running),
+            },
+        );
+        let cluster = Cluster {
+            nodes,
+            pki,
+            dir,
+            tuning,
+            housekeeping,
+        };
+        cluster.must_be_ready(1).await;
+        (cluster, restored)
     }
 
     /// A channel to node `id` as its own department's client system.
@@ -465,6 +519,40 @@ impl Cluster {
         )
         .await;
         self.nodes.get_mut(&id).expect("node").running = Some(running);
+    }
+
+    /// Starts a new node for `department` that joins by itself (JoinService), asking
+    /// every current node; returns its id without waiting.
+    pub async fn start_joining(&mut self, department: &str) -> u64 {
+        let id = self.nodes.keys().max().copied().unwrap_or(0) + 1;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut config = node_config(
+            id,
+            department,
+            addr,
+            self.dir.path().join(format!("node-{id}")),
+            &self.tuning,
+            &self.housekeeping,
+            &self.pki,
+        );
+        config.join = self.nodes.values().map(|n| n.addr.to_string()).collect();
+        let running = concord_node::start_with_listener(config.clone(), listener)
+            .await
+            .expect("start joining node");
+        self.nodes.insert(
+            id,
+            TestNode {
+                id,
+                department: department.into(),
+                addr,
+                config,
+                running: Some(running),
+            },
+        );
+        id
     }
 
     /// Starts a new node for `department` and adds it as a learner through node `via`.

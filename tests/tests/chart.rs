@@ -41,5 +41,9 @@ fn the_chart_lints_renders_validates_and_boots_a_cluster() {
     );
     println!("{text}");
     assert!(out.status.success(), "chart test failed:\n{text}");
-    assert!(text.contains("ok: boot:"), "{text}");
+    assert!(text.contains("ok: boot (default)"), "{text}");
+    assert!(
+        text.contains("ok: boot (learners beyond the voters)"),
+        "{text}"
+    );
 }

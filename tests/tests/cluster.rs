@@ -425,3 +425,68 @@ async fn a_watch_from_compacted_history_is_out_of_range_with_the_oldest_revision
         .expect("oldest is watchable");
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_of_a_registered_department_joins_as_a_learner_by_itself() {
+    use concord_proto::raft::v1::join_service_client::JoinServiceClient;
+    use concord_proto::raft::v1::JoinRequest;
+    use concord_tests::TestPki;
+    let mut c = Cluster::start(3).await;
+    // ECO is registered but has no node: its node asks the cluster and is added.
+    let eco = c.start_joining("ECO").await;
+    let status = must_eventually(Duration::from_secs(20), "ECO's node joined", || {
+        let c = &c;
+        async move {
+            let s = c.status(1).await.ok()?;
+            let m = s.members.iter().find(|m| m.node_id == eco)?;
+            (m.department == "ECO" && !m.voter).then_some(s)
+        }
+    })
+    .await;
+    assert_eq!(status.members.len(), 4);
+    // It replicates: a write at SAMR is readable at ECO's node.
+    let (_, rev) = create(&c, 1, "join-1", "成品油联合抽查").await.unwrap();
+    c.must_apply(eco, rev).await;
+    // A second node of a department that has one is refused (an admin adds it).
+    let mut as_eco = JoinServiceClient::new(c.channel_as(1, &TestPki::node("ECO")));
+    let leader = c.must_leader().await;
+    let mut at_leader = JoinServiceClient::new(c.channel_as(leader, &TestPki::node("ECO")));
+    let e = at_leader
+        .join(JoinRequest {
+            node_id: 9,
+            addr: "127.0.0.1:9".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    // Any node names the leader; an unregistered department's node is refused.
+    let r = as_eco
+        .join(JoinRequest {
+            node_id: eco,
+            addr: c.nodes[&eco].addr.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.joined || r.leader_id == leader, "{r:?}");
+    let mut stranger = JoinServiceClient::new(c.channel_as(1, &TestPki::node("NOBODY")));
+    let e = stranger
+        .join(JoinRequest {
+            node_id: 10,
+            addr: "127.0.0.1:10".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    // A client certificate may not join.
+    let mut client = JoinServiceClient::new(c.channel(1));
+    let e = client
+        .join(JoinRequest {
+            node_id: 11,
+            addr: "127.0.0.1:11".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    c.shutdown().await;
+}

@@ -1,6 +1,7 @@
 //! The `concord` command: `node` runs one production node; `dev` runs a local
 //! four-department cluster with embedded defaults; `pki` issues certificates.
 
+mod backup;
 mod dev;
 mod pki;
 
@@ -41,6 +42,10 @@ enum Cmd {
     /// Create a CA and issue node, client and admin certificates.
     #[command(subcommand)]
     Pki(pki::PkiCmd),
+    /// Back up a running node (online, consistent) to a checksummed file.
+    Backup(backup::BackupArgs),
+    /// Build a new cluster's first data directory from a backup.
+    Restore(backup::RestoreArgs),
 }
 
 fn init_logging(format: &str) -> anyhow::Result<()> {
@@ -71,6 +76,8 @@ fn main() -> anyhow::Result<()> {
         Cmd::Node { config } => runtime.block_on(run_node(config)),
         Cmd::Dev(args) => runtime.block_on(dev::run(args)),
         Cmd::Pki(cmd) => pki::run(cmd),
+        Cmd::Backup(args) => runtime.block_on(backup::backup(args)),
+        Cmd::Restore(args) => backup::restore(args),
     }
 }
 

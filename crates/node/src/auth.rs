@@ -50,6 +50,8 @@ pub enum Surface {
     Departmental,
     Cluster,
     Raft,
+    /// JoinService: node certificates of registered departments.
+    Join,
 }
 
 /// The caller of a request that passed the interceptor.
@@ -115,6 +117,20 @@ fn permit(core: &NodeCore, id: &Identity, surface: Surface) -> Result<(), Refusa
         }
         (Surface::Raft, role) => Err(Refusal::WrongRole(format!(
             "a {role} certificate ({}) may not use RaftService; it is for nodes",
+            id.department
+        ))),
+        (Surface::Join, CertRole::Node) => {
+            if concord_domain::query::department(&core.reader, &id.department).is_ok() {
+                Ok(())
+            } else {
+                Err(Refusal::NotMember(format!(
+                    "node certificate of {} refused on JoinService: {} is not a registered department",
+                    id.department, id.department
+                )))
+            }
+        }
+        (Surface::Join, role) => Err(Refusal::WrongRole(format!(
+            "a {role} certificate ({}) may not join the cluster; it is for nodes",
             id.department
         ))),
         (_, CertRole::Node) => Err(Refusal::WrongRole(format!(

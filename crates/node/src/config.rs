@@ -43,6 +43,10 @@ pub struct NodeConfig {
     /// served there. Off unless set, e.g. "0.0.0.0:7100".
     #[serde(default)]
     pub ops_listen: Option<String>,
+    /// Nodes to ask, at start, to add this node as a learner (JoinService), until
+    /// it is a member. Empty: wait to be added by an operator.
+    #[serde(default)]
+    pub join: Vec<String>,
     pub data_dir: PathBuf,
     /// When true and the store is empty, this node initialises the cluster with
     /// `initial_members` and seeds the department registry.
@@ -263,6 +267,13 @@ fn statefulset_identity(
         );
     }
     table.insert("initial_members".into(), toml::Value::Table(members));
+    // Pods beyond the voters join as learners through the voters.
+    if index >= voters.max(1) {
+        let seeds = (0..voters.max(1).min(departments.len()))
+            .map(|i| toml::Value::String(peer(i)))
+            .collect();
+        table.insert("join".into(), toml::Value::Array(seeds));
+    }
     if let Some(toml::Value::Table(tls)) = table.get_mut("tls") {
         for key in ["ca", "cert", "key"] {
             if let Some(toml::Value::String(p)) = tls.get_mut(key) {
@@ -293,12 +304,13 @@ impl NodeConfig {
             }
             None => toml::Table::new(),
         };
-        let overrides: [(&str, &str, bool); 12] = [
+        let overrides: [(&str, &str, bool); 13] = [
             ("CONCORD_NODE_ID", "node_id", true),
             ("CONCORD_DEPARTMENT", "department", false),
             ("CONCORD_LISTEN", "listen", false),
             ("CONCORD_ADVERTISE", "advertise", false),
             ("CONCORD_OPS_LISTEN", "ops_listen", false),
+            ("CONCORD_JOIN", "join", false),
             ("CONCORD_DATA_DIR", "data_dir", false),
             ("CONCORD_BOOTSTRAP", "bootstrap", false),
             ("CONCORD_INITIAL_MEMBERS", "initial_members", false),
@@ -315,6 +327,14 @@ impl NodeConfig {
                     "false" | "0" => false,
                     _ => return Err(invalid(var, format!("{value:?} is not true or false"))),
                 }),
+                "join" => toml::Value::Array(
+                    value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| toml::Value::String(s.to_string()))
+                        .collect(),
+                ),
                 "initial_members" => {
                     // "1=SAMR@host:7001,2=TRANS@host:7002"
                     let mut members = toml::Table::new();
@@ -532,9 +552,11 @@ mod tests {
             first.initial_members[&3],
             "JUST@concord-2.concord-peers.gov.svc:7000"
         );
+        assert!(first.join.is_empty());
         let fourth = pod("3").unwrap();
         assert_eq!((fourth.node_id, fourth.department.as_str()), (4, "ECO"));
         assert!(!fourth.bootstrap);
+        assert_eq!(fourth.join.len(), 3, "a learner joins through the voters");
         assert_eq!(fourth.tls.cert, PathBuf::from("/pki/ECO-node.pem"));
         // A pod beyond the department list is refused, naming the setting.
         let e = pod("4").unwrap_err().to_string();

@@ -249,6 +249,12 @@ pub async fn start_with_listener(
                 .max_decoding_message_size(limit),
             interceptor(core.clone(), Surface::Departmental),
         ))
+        .add_service(InterceptedService::new(
+            concord_proto::raft::v1::join_service_server::JoinServiceServer::new(
+                crate::services::join::JoinSvc { core: core.clone() },
+            ),
+            interceptor(core.clone(), Surface::Join),
+        ))
         // Raft traffic carries snapshot chunks and entry batches larger than client requests.
         .add_service(InterceptedService::new(
             RaftServiceServer::new(RaftSvc { core: core.clone() })
@@ -285,6 +291,12 @@ pub async fn start_with_listener(
     };
 
     tokio::spawn(core.clone().run_ticker());
+    if !config.join.is_empty() {
+        tokio::spawn(crate::services::join::join_until_member(
+            core.clone(),
+            config.join.clone(),
+        ));
+    }
     if let Err(e) = core.clone().bootstrap_if_configured().await {
         tracing::error!(error = %e, "bootstrap failed");
     }

@@ -97,6 +97,21 @@ fn bound_to_key(b: Bound<&u64>) -> Bound<[u8; 8]> {
     b.map(|i| i.to_be_bytes())
 }
 
+impl LogStore {
+    /// A restored store: no entries, the log purged up to the snapshot's last id
+    /// (committed there), and `vote` so the term does not go backwards.
+    pub(crate) fn init_restored(
+        &self,
+        last: LogId<NodeId>,
+        vote: Vote<NodeId>,
+    ) -> Result<(), StorageError> {
+        self.put_meta(LAST_PURGED, &last, ErrorSubject::Logs)?;
+        self.put_meta(COMMITTED, &Some(last), ErrorSubject::Logs)?;
+        self.put_meta(VOTE, &vote, ErrorSubject::Vote)?;
+        Ok(())
+    }
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,

@@ -113,6 +113,11 @@ impl StoreReader {
         Ok(out)
     }
 
+    /// Where the current snapshot file is (it may not exist yet).
+    pub fn snapshot_path(&self) -> std::path::PathBuf {
+        crate::state_machine::current_path(&self.shared)
+    }
+
     /// Size of the current snapshot file (0: none yet).
     pub fn snapshot_bytes(&self) -> u64 {
         std::fs::metadata(crate::state_machine::current_path(&self.shared)).map_or(0, |m| m.len())

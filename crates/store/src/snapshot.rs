@@ -97,7 +97,8 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-fn read_header(r: &mut impl Read) -> std::io::Result<Meta> {
+/// Reads the header from the start of a snapshot file.
+pub fn read_header(r: &mut impl Read) -> std::io::Result<Meta> {
     let mut magic = [0u8; MAGIC.len()];
     r.read_exact(&mut magic)?;
     if magic != MAGIC {

@@ -78,6 +78,39 @@ fn require_admin<T>(core: &NodeCore, req: &Request<T>, method: &str) -> Result<S
     )))
 }
 
+/// Builds a snapshot covering at least revision `target`; returns its revision.
+async fn snapshot_at_least(
+    core: &NodeCore,
+    target: u64,
+    timeout: Duration,
+) -> Result<u64, NodeError> {
+    core.raft
+        .trigger()
+        .snapshot()
+        .await
+        .map_err(|e| NodeError::unavailable(e.to_string()))?;
+    let deadline = Instant::now() + timeout;
+    let mut metrics = core.raft.metrics();
+    loop {
+        let index = metrics.borrow_and_update().snapshot.map_or(0, |l| l.index);
+        if index >= target {
+            return Ok(index);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(NodeError::DeadlineExceeded(format!(
+                "snapshot at {target} not built in time"
+            )));
+        }
+        let _ = tokio::time::timeout(left, metrics.changed()).await;
+    }
+}
+
+type BackupStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<BackupChunk, Status>> + Send>>;
+
+const BACKUP_CHUNK: usize = 1 << 20;
+
 #[tonic::async_trait]
 impl ClusterService for ClusterSvc {
     async fn status(
@@ -173,6 +206,75 @@ impl ClusterService for ClusterSvc {
         .await
     }
 
+    type BackupStream = BackupStream;
+
+    async fn backup(
+        &self,
+        req: Request<BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        require_admin(&self.core, &req, "Backup")?;
+        // Building a large snapshot may take longer than a usual call.
+        let timeout = timeout_of(&req, &self.core).max(Duration::from_secs(120));
+        let span = rpc::span(&self.core, "ClusterService/Backup", "");
+        let target = self.core.reader.applied();
+        let revision = snapshot_at_least(&self.core, target, timeout)
+            .instrument(span.clone())
+            .await?;
+        let path = self.core.reader.snapshot_path();
+        // The open file pins this snapshot even if a newer one replaces the path.
+        let mut file = std::fs::File::open(&path)
+            .map_err(|e| NodeError::Internal(format!("opening {}: {e}", path.display())))?;
+        let meta = concord_store::snapshot::read_header(&mut std::io::BufReader::new(&file))
+            .map_err(|e| NodeError::Internal(format!("snapshot header: {e}")))?;
+        let revision = meta.last_log_id.map_or(revision, |l| l.index);
+        tracing::info!(parent: &span, revision, "backup started");
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            use sha2::Digest;
+            use std::io::{Read, Seek};
+            let mut hash = sha2::Sha256::new();
+            let mut total = 0u64;
+            if let Err(e) = file.seek(std::io::SeekFrom::Start(0)) {
+                let _ = tx.blocking_send(Err(Status::internal(e.to_string())));
+                return;
+            }
+            loop {
+                let mut buf = vec![0u8; BACKUP_CHUNK];
+                let n = match file.read(&mut buf) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(Status::internal(e.to_string())));
+                        return;
+                    }
+                };
+                if n == 0 {
+                    let _ = tx.blocking_send(Ok(BackupChunk {
+                        revision,
+                        data: vec![],
+                        sha256: hex::encode(hash.finalize()),
+                        total_bytes: total,
+                    }));
+                    return;
+                }
+                buf.truncate(n);
+                hash.update(&buf);
+                total += n as u64;
+                let chunk = BackupChunk {
+                    revision,
+                    data: buf,
+                    sha256: String::new(),
+                    total_bytes: 0,
+                };
+                if tx.blocking_send(Ok(chunk)).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     async fn trigger_snapshot(
         &self,
         req: Request<TriggerSnapshotRequest>,
@@ -182,31 +284,11 @@ impl ClusterService for ClusterSvc {
         let span = rpc::span(&self.core, "ClusterService/TriggerSnapshot", "");
         async {
             let target = self.core.reader.applied();
-            self.core
-                .raft
-                .trigger()
-                .snapshot()
-                .await
-                .map_err(|e| NodeError::unavailable(e.to_string()))?;
-            let deadline = Instant::now() + timeout;
-            let mut metrics = self.core.raft.metrics();
-            loop {
-                let index = metrics.borrow_and_update().snapshot.map_or(0, |l| l.index);
-                if index >= target {
-                    return Ok(Response::new(TriggerSnapshotResponse {
-                        header: header(&self.core, target, false),
-                        snapshot_index: index,
-                    }));
-                }
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(NodeError::DeadlineExceeded(format!(
-                        "snapshot at {target} not built in time"
-                    ))
-                    .into());
-                }
-                let _ = tokio::time::timeout(left, metrics.changed()).await;
-            }
+            let index = snapshot_at_least(&self.core, target, timeout).await?;
+            Ok(Response::new(TriggerSnapshotResponse {
+                header: header(&self.core, target, false),
+                snapshot_index: index,
+            }))
         }
         .instrument(span)
         .await

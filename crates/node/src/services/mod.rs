@@ -6,6 +6,7 @@ pub mod credit;
 pub mod entity;
 pub mod inspection;
 pub mod item;
+pub mod join;
 pub mod raft;
 pub mod sharing;
 pub mod watch;
