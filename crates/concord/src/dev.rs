@@ -1,4 +1,4 @@
-//! `concord dev`: four `concord node` child processes (so any one can be killed and
+//! `concord dev`: six `concord node` child processes, four voters and two learners (so any one can be killed and
 //! restarted), a bootstrapped cluster, and ready-to-paste grpcurl commands.
 
 use std::path::PathBuf;
@@ -31,7 +31,11 @@ pub struct DevArgs {
 
 /// Market regulation (leads items, registers entities), transport (cooperates),
 /// justice (legality review) and development & reform (credit authority).
-const DEPARTMENTS: [&str; 4] = ["SAMR", "TRANS", "JUST", "NDRC"];
+/// The public security bureau (a judicial organ, for 行刑衔接) and the approval
+/// bureau (licensing, for 审管联动) join as learners.
+const DEPARTMENTS: [&str; 6] = ["SAMR", "TRANS", "JUST", "NDRC", "PSB", "APPROVAL"];
+/// The first four vote.
+const VOTERS: usize = 4;
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -57,7 +61,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     };
     let exe = std::env::current_exe().context("locating the concord binary")?;
     let addr = |i: usize| format!("127.0.0.1:{}", args.base_port as usize + i);
-    let members: Vec<String> = (0..DEPARTMENTS.len())
+    let members: Vec<String> = (0..VOTERS)
         .map(|i| format!("{}={}@{}", i + 1, DEPARTMENTS[i], addr(i)))
         .collect();
     let mut children = vec![];
@@ -91,7 +95,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .env("CONCORD_LISTEN", addr(i))
             .env("CONCORD_DATA_DIR", &data)
             .env("CONCORD_BOOTSTRAP", if i == 0 { "true" } else { "false" })
-            .env("CONCORD_INITIAL_MEMBERS", members.join(","))
+            .env(
+                "CONCORD_INITIAL_MEMBERS",
+                if i < VOTERS {
+                    members.join(",")
+                } else {
+                    String::new()
+                },
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -104,7 +115,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     // A child that exits during start (say, its port is taken) fails the start rather
     // than being masked by whatever else answers on that port.
     let started_ok = tokio::select! {
-        ready = wait_ready(&addrs, tls.clone(), Duration::from_secs(30)) => {
+        ready = async {
+            wait_ready(&addrs[..VOTERS], tls.clone(), Duration::from_secs(30)).await?;
+            add_learners(&addrs, tls.clone()).await?;
+            wait_ready(&addrs[VOTERS..], tls.clone(), Duration::from_secs(30)).await
+        } => {
             ready.map_err(|e| anyhow::anyhow!("the dev cluster did not become ready: {e:#}"))
         }
         (i, status) = first_exit(&mut children) => {
@@ -124,7 +139,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     );
     for (i, c) in children.iter().enumerate() {
         println!(
-            "  node {}  {:<5}  {}  pid {}",
+            "  node {}  {:<8}  {}  pid {}",
             i + 1,
             DEPARTMENTS[i],
             addr(i),
@@ -217,6 +232,49 @@ pub async fn wait_ready(
                 bail!("node at {addr} not ready after {timeout:?}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Adds the nodes after the voters as learners, at the leader (admin writes run
+/// there only); a node that is a member already is left as it is.
+async fn add_learners(addrs: &[String], tls: Option<Arc<ReloadingTls>>) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for i in VOTERS..addrs.len() {
+        loop {
+            let mut first =
+                ClusterServiceClient::new(concord_node::client::channel(&addrs[0], tls.clone())?);
+            let status = first.status(StatusRequest {}).await?.into_inner();
+            if status.members.iter().any(|m| m.node_id == i as u64 + 1) {
+                break;
+            }
+            let leader = status.leader_id as usize;
+            if leader >= 1 && leader <= VOTERS {
+                let mut at_leader = ClusterServiceClient::new(concord_node::client::channel(
+                    &addrs[leader - 1],
+                    tls.clone(),
+                )?);
+                let added = at_leader
+                    .add_learner(concord_proto::cluster::v1::AddLearnerRequest {
+                        node_id: i as u64 + 1,
+                        addr: addrs[i].clone(),
+                        department: DEPARTMENTS[i].to_string(),
+                        blocking: Some(true),
+                    })
+                    .await;
+                if added.is_ok() {
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "could not add {} (node {}) as a learner",
+                    DEPARTMENTS[i],
+                    i + 1
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! The `concord` command: `node` runs one production node; `dev` runs a local
-//! four-department cluster with embedded defaults; `pki` issues certificates.
+//! six-department cluster with embedded defaults; `pki` issues certificates;
+//! `backup` and `restore`.
 
 mod backup;
 mod dev;
@@ -37,7 +38,7 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Run a local cluster of four departments (SAMR, TRANS, JUST, NDRC) on 127.0.0.1:7001-7004.
+    /// Run a local cluster of six departments on 127.0.0.1:7001-7006 (SAMR, TRANS, JUST, NDRC vote; PSB, APPROVAL learn).
     Dev(dev::DevArgs),
     /// Create a CA and issue node, client and admin certificates.
     #[command(subcommand)]
