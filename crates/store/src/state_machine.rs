@@ -21,7 +21,13 @@ use crate::{sm_keys, NodeId, NodeInfo, Shared, StorageError, TypeConfig};
 
 type Entry = openraft::Entry<TypeConfig>;
 
-const INSTALLING: &[u8] = b"m/installing";
+/// Marks an install in progress. It lives in the `raft` tree, not in `sm`: the
+/// install clears `sm`, and a mark inside it was cleared with everything else, so a
+/// crash in the middle left an empty state machine and no sign of why (found by the
+/// fault campaign; see `a_crash_during_a_snapshot_install_is_finished_on_restart`).
+const INSTALLING: &[u8] = b"sm_installing";
+/// Where older versions kept the mark.
+const LEGACY_INSTALLING: &[u8] = b"m/installing";
 /// Event compaction runs in steps of at most this many revisions.
 const COMPACT_EVERY: u64 = 1024;
 
@@ -81,13 +87,12 @@ impl StateMachine {
 
     /// Finishes an install that a crash interrupted (see [`load_snapshot`]).
     pub fn recover(&self) -> Result<(), StorageError> {
-        if self
-            .shared
-            .sm
-            .get(INSTALLING)
-            .map_err(|e| sm_err(ErrorVerb::Read, e))?
-            .is_some()
-        {
+        let marked = |tree: &sled::Tree, key: &[u8]| {
+            tree.get(key)
+                .map(|v| v.is_some())
+                .map_err(|e| sm_err(ErrorVerb::Read, e))
+        };
+        if marked(&self.shared.raft, INSTALLING)? || marked(&self.shared.sm, LEGACY_INSTALLING)? {
             tracing::warn!(
                 "an interrupted snapshot install is completed from the current snapshot file"
             );
@@ -100,15 +105,29 @@ impl StateMachine {
 /// Replaces the state machine with the current snapshot file. The `installing` mark
 /// makes the replacement restartable: the file is already durable when it is set.
 fn load_snapshot(shared: &Shared) -> Result<Meta, StorageError> {
-    let path = current_path(shared);
-    let sm = &shared.sm;
-    sm.insert(INSTALLING, b"1".as_slice())
+    begin_install(shared)?;
+    finish_install(shared)
+}
+
+/// Sets the durable mark, then clears the state machine.
+fn begin_install(shared: &Shared) -> Result<(), StorageError> {
+    shared
+        .raft
+        .insert(INSTALLING, b"1".as_slice())
         .map_err(|e| sm_err(ErrorVerb::Write, e))?;
     shared
         .durability
         .sync_now()
         .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-    sm.clear().map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    shared.sm.clear().map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    Ok(())
+}
+
+/// Loads the current snapshot file into the (cleared) state machine, durably, then
+/// drops the mark.
+fn finish_install(shared: &Shared) -> Result<Meta, StorageError> {
+    let path = current_path(shared);
+    let sm = &shared.sm;
     let mut batch = sled::Batch::default();
     let mut n = 0;
     let meta = snapshot::read(&path, |k, v| {
@@ -129,12 +148,17 @@ fn load_snapshot(shared: &Shared) -> Result<Meta, StorageError> {
         sm_keys::LAST_MEMBERSHIP,
         serde_json::to_vec(&meta.last_membership).map_err(|e| sm_err(ErrorVerb::Write, e))?,
     );
-    batch.remove(INSTALLING);
+    batch.remove(LEGACY_INSTALLING);
     sm.apply_batch(batch)
         .map_err(|e| sm_err(ErrorVerb::Write, e))?;
     shared
         .durability
         .sync_now()
+        .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    // Losing this removal in a crash only repeats the (idempotent) install.
+    shared
+        .raft
+        .remove(INSTALLING)
         .map_err(|e| sm_err(ErrorVerb::Write, e))?;
     shared
         .applied
@@ -377,7 +401,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             let entries = shared2
                 .sm
                 .iter()
-                .filter(|kv| kv.as_ref().map_or(true, |(k, _)| k.as_ref() != INSTALLING))
+                .filter(|kv| {
+                    kv.as_ref()
+                        .map_or(true, |(k, _)| k.as_ref() != LEGACY_INSTALLING)
+                })
                 .map(|kv| {
                     kv.map(|(k, v)| (k.to_vec(), v.to_vec()))
                         .map_err(crate::io_err)
@@ -471,4 +498,45 @@ pub fn restore(
         base_revision: base,
         entries: count,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::CommittedLeaderId;
+
+    #[tokio::test]
+    async fn a_crash_during_a_snapshot_install_is_finished_on_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, mut sm, reader) = crate::open(dir.path(), Default::default()).unwrap();
+        let shared = sm.shared.clone();
+        // The state machine holds revision 7; a snapshot of revision 42 arrives.
+        shared
+            .sm
+            .insert(
+                sm_keys::LAST_APPLIED,
+                serde_json::to_vec(&Some(LogId::new(CommittedLeaderId::new(1, 1), 7))).unwrap(),
+            )
+            .unwrap();
+        let meta = Meta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(3, 2), 42)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: "3-42-0".into(),
+        };
+        let entries = vec![Ok((sm_keys::state("dept/SAMR"), b"{}".to_vec()))];
+        snapshot::write(&current_path(&shared), &meta, entries).unwrap();
+        // The install starts and the process dies after the state machine was cleared.
+        begin_install(&shared).unwrap();
+        shared.durability.sync_now().unwrap();
+        assert_eq!(sm.applied_state().await.unwrap().0, None, "cleared");
+        // What a restart does before raft starts:
+        sm.recover().unwrap();
+        let (applied, _) = sm.applied_state().await.unwrap();
+        assert_eq!(applied.map(|l| l.index), Some(42));
+        assert!(concord_domain::StateRead::get(&reader, "dept/SAMR")
+            .unwrap()
+            .is_some());
+        // Done: no mark left, so the next restart does not install again.
+        assert!(shared.raft.get(INSTALLING).unwrap().is_none());
+    }
 }
