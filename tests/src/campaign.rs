@@ -63,6 +63,8 @@ pub struct OpRecord {
     pub ret: Option<u64>,
     pub status: Status,
     pub request_id: String,
+    /// The revision the answer came from (0: none).
+    pub revision: u64,
 }
 
 #[derive(Default)]
@@ -189,6 +191,7 @@ async fn writer(
         let request_id = format!("w-{}-{n}", reg.department);
         let call = ns(started);
         let first = Instant::now();
+        let mut revision = 0;
         let (status, ret) = loop {
             let mut req = tonic::Request::new(UpdateDraftRequest {
                 request_id: request_id.clone(),
@@ -198,7 +201,10 @@ async fn writer(
             });
             req.set_timeout(CALL_TIMEOUT);
             match client.update_draft(req).await {
-                Ok(_) => break (Status::Ok, Some(ns(started))),
+                Ok(r) => {
+                    revision = r.get_ref().header.as_ref().map_or(0, |h| h.revision);
+                    break (Status::Ok, Some(ns(started)));
+                }
                 Err(e) if definitive(e.code()) => break (Status::Failed, Some(ns(started))),
                 Err(_) if first.elapsed() > RETRY_FOR => break (Status::Ambiguous, None),
                 Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
@@ -213,6 +219,7 @@ async fn writer(
             ret,
             status,
             request_id,
+            revision,
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -247,16 +254,19 @@ async fn reader(
         req.set_timeout(CALL_TIMEOUT);
         let r = client.get_item(req).await;
         let ret = ns(started);
-        let (status, value) = match r {
-            Ok(r) => (
-                Status::Ok,
-                r.into_inner()
-                    .item
-                    .and_then(|i| i.content)
-                    .map(|c| c.name)
-                    .unwrap_or_default(),
-            ),
-            Err(_) => (Status::Failed, String::new()),
+        let (status, value, revision) = match r {
+            Ok(r) => {
+                let r = r.into_inner();
+                (
+                    Status::Ok,
+                    r.item
+                        .and_then(|i| i.content)
+                        .map(|c| c.name)
+                        .unwrap_or_default(),
+                    r.header.map_or(0, |h| h.revision),
+                )
+            }
+            Err(_) => (Status::Failed, String::new(), 0),
         };
         history.ops.lock().expect("history").push(OpRecord {
             client: department.clone(),
@@ -267,6 +277,7 @@ async fn reader(
             ret: Some(ret),
             status,
             request_id: String::new(),
+            revision,
         });
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -527,10 +538,26 @@ pub async fn check(cluster: &DockerCluster, w: &Workload) -> Report {
             })
             .collect();
         if !lin::linearizable(&reg.initial, &history) {
+            // Keep the evidence: every operation on the register, one JSON line each.
+            let path = std::env::temp_dir().join(format!("concord-history-{}.jsonl", reg.item));
+            let lines: Vec<String> = ops
+                .iter()
+                .filter(|o| o.key == reg.item)
+                .map(|o| {
+                    serde_json::json!({
+                        "client": o.client, "kind": format!("{:?}", o.kind), "value": o.value,
+                        "call": o.call, "ret": o.ret, "status": format!("{:?}", o.status),
+                        "request_id": o.request_id, "revision": o.revision,
+                    })
+                    .to_string()
+                })
+                .collect();
+            let _ = std::fs::write(&path, lines.join("\n"));
             report.anomalies.push(format!(
-                "the history of {} ({} operations) is not linearizable",
+                "the history of {} ({} operations) is not linearizable (all operations in {})",
                 reg.item,
-                history.len()
+                history.len(),
+                path.display()
             ));
         }
     }

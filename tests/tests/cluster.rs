@@ -490,3 +490,53 @@ async fn a_node_of_a_registered_department_joins_as_a_learner_by_itself() {
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bootstrapping_node_that_lost_its_disk_rejoins_instead_of_starting_a_second_cluster() {
+    use concord_proto::cluster::v1::ChangeMembershipRequest;
+    let mut c = Cluster::start(3).await;
+    let (id, rev) = create(&c, 2, "before-loss", "成品油流通").await.unwrap();
+    // Node 1 (bootstrap = true) loses its disk: as the runbook says, it is removed
+    // from the voters first, then started again empty.
+    let leader = c.must_leader().await;
+    let survivor = if leader == 1 { 2 } else { leader };
+    c.admin(leader)
+        .change_membership(ChangeMembershipRequest {
+            voters: vec![2, 3],
+            retain: false,
+        })
+        .await
+        .unwrap();
+    c.stop(1).await;
+    let data = c.nodes[&1].config.data_dir.clone();
+    std::fs::remove_dir_all(&data).unwrap();
+    // As a StatefulSet's pod 0 is configured: bootstrap, and the other voters to ask.
+    let others: Vec<String> = [2, 3].iter().map(|i| c.nodes[i].addr.to_string()).collect();
+    c.nodes.get_mut(&1).unwrap().config.join = others;
+    c.restart(1).await;
+    // It does not initialise a cluster of its own: it joins the existing one as a
+    // learner and catches up.
+    let status = must_eventually(Duration::from_secs(30), "node 1 rejoined", || {
+        let c = &c;
+        async move {
+            let s = c.status(survivor).await.ok()?;
+            let m = s.members.iter().find(|m| m.node_id == 1)?;
+            (!m.voter).then_some(s)
+        }
+    })
+    .await;
+    assert_eq!(status.members.len(), 3);
+    c.must_apply(1, rev).await;
+    let item = c
+        .items(1)
+        .get_item(GetItemRequest {
+            id,
+            version: 0,
+            read: read(Consistency::Linearizable),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(item.item.is_some());
+    c.shutdown().await;
+}

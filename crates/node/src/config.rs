@@ -267,11 +267,14 @@ fn statefulset_identity(
         );
     }
     table.insert("initial_members".into(), toml::Value::Table(members));
-    // Pods beyond the voters join as learners through the voters.
-    if index >= voters.max(1) {
-        let seeds = (0..voters.max(1).min(departments.len()))
-            .map(|i| toml::Value::String(peer(i)))
-            .collect();
+    // Pods beyond the voters join as learners through the voters. Pod 0 asks the
+    // other voters before initialising, so an empty disk does not start a second
+    // cluster.
+    let seeds: Vec<toml::Value> = (0..voters.max(1).min(departments.len()))
+        .filter(|i| *i != index)
+        .map(|i| toml::Value::String(peer(i)))
+        .collect();
+    if (index >= voters.max(1) || index == 0) && !seeds.is_empty() {
         table.insert("join".into(), toml::Value::Array(seeds));
     }
     if let Some(toml::Value::Table(tls)) = table.get_mut("tls") {
@@ -552,7 +555,7 @@ mod tests {
             first.initial_members[&3],
             "JUST@concord-2.concord-peers.gov.svc:7000"
         );
-        assert!(first.join.is_empty());
+        assert_eq!(first.join.len(), 2, "pod 0 asks the other voters first");
         let fourth = pod("3").unwrap();
         assert_eq!((fourth.node_id, fourth.department.as_str()), (4, "ECO"));
         assert!(!fourth.bootstrap);

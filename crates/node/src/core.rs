@@ -411,6 +411,26 @@ impl NodeCore {
     }
 
     /// Initialises a new cluster (once) and seeds its department registry.
+    /// Whether any of `addrs` belongs to a cluster with a leader (asked through
+    /// JoinService: a node outside any cluster refuses or does not answer).
+    async fn cluster_exists_at(&self, addrs: &[String]) -> bool {
+        use concord_proto::raft::v1::join_service_client::JoinServiceClient;
+        let asks = addrs.iter().map(|addr| async move {
+            let channel = crate::client::channel(addr, self.security.tls.clone()).ok()?;
+            let mut req = tonic::Request::new(concord_proto::raft::v1::JoinRequest {
+                node_id: self.id,
+                addr: self.config.advertise.clone(),
+            });
+            req.set_timeout(Duration::from_secs(1));
+            let r = JoinServiceClient::new(channel).join(req).await.ok()?;
+            (r.get_ref().joined || r.get_ref().leader_id != 0).then_some(())
+        });
+        futures::future::join_all(asks)
+            .await
+            .iter()
+            .any(Option::is_some)
+    }
+
     pub async fn bootstrap_if_configured(self: Arc<Self>) -> Result<(), NodeError> {
         if !self.config.bootstrap {
             return Ok(());
@@ -421,6 +441,19 @@ impl NodeCore {
             .await
             .map_err(|e| NodeError::Internal(e.to_string()))?;
         if !initialized {
+            // An empty store with `bootstrap` set is also what a bootstrapping node
+            // looks like after losing its disk. If the `join` seeds (a StatefulSet's
+            // pod 0 has the other voters) already form a cluster, initialising would
+            // start a second one: join it instead.
+            let others = self.config.join.clone();
+            if !others.is_empty() && self.cluster_exists_at(&others).await {
+                tracing::warn!("bootstrap is set but the other initial members already form a cluster: not initialising another; joining it");
+                tokio::spawn(crate::services::join::join_until_member(
+                    self.clone(),
+                    others,
+                ));
+                return Ok(());
+            }
             let mut members = std::collections::BTreeMap::new();
             for (id, member) in &self.config.initial_members {
                 let (department, addr) = crate::config::parse_member("initial_members", member)
