@@ -239,3 +239,92 @@ mod tests {
         assert!(linearizable("init", &h));
     }
 }
+
+#[cfg(test)]
+mod cross_check {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// Exhaustive search: some order of all operations (unknown-outcome writes may
+    /// also be left out) that respects real time and register semantics.
+    fn brute_force(initial: &str, h: &[Operation]) -> bool {
+        fn go(initial: &str, h: &[Operation], done: &mut Vec<bool>, state: String) -> bool {
+            if done.iter().all(|d| *d) {
+                return true;
+            }
+            // Candidates: not done, and no undone op returned before it was called.
+            for i in 0..h.len() {
+                if done[i] {
+                    continue;
+                }
+                let blocked = h
+                    .iter()
+                    .enumerate()
+                    .any(|(j, o)| !done[j] && j != i && o.ret.is_some_and(|r| r < h[i].call));
+                if blocked {
+                    continue;
+                }
+                let next = match &h[i].op {
+                    RegisterOp::Write(v) => Some(v.clone()),
+                    RegisterOp::Read(v) if *v == state => Some(state.clone()),
+                    RegisterOp::Read(_) => None,
+                };
+                if let Some(s) = next {
+                    done[i] = true;
+                    if go(initial, h, done, s) {
+                        return true;
+                    }
+                    done[i] = false;
+                }
+                // A write in doubt may never have happened.
+                if h[i].ret.is_none() && matches!(h[i].op, RegisterOp::Write(_)) {
+                    done[i] = true;
+                    if go(initial, h, done, state.clone()) {
+                        return true;
+                    }
+                    done[i] = false;
+                }
+            }
+            false
+        }
+        go(initial, h, &mut vec![false; h.len()], initial.to_string())
+    }
+
+    #[test]
+    fn the_search_agrees_with_exhaustive_search_on_random_histories() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let (mut yes, mut no) = (0, 0);
+        for _ in 0..3000 {
+            let n = rng.gen_range(1..7);
+            let mut h = vec![];
+            for i in 0..n {
+                let call = rng.gen_range(0..20u64);
+                let ret = if rng.gen_bool(0.15) {
+                    None
+                } else {
+                    Some(call + rng.gen_range(0..8))
+                };
+                let op = if rng.gen_bool(0.5) {
+                    RegisterOp::Write(format!("v{i}"))
+                } else {
+                    RegisterOp::Read(format!("v{}", rng.gen_range(0..n + 1)))
+                };
+                // Reads always have an outcome here (unknown reads are dropped).
+                let ret = if matches!(op, RegisterOp::Read(_)) {
+                    Some(ret.unwrap_or(call + 1))
+                } else {
+                    ret
+                };
+                h.push(Operation { op, call, ret });
+            }
+            let expect = brute_force(&format!("v{n}"), &h);
+            assert_eq!(linearizable(&format!("v{n}"), &h), expect, "{h:?}");
+            if expect {
+                yes += 1
+            } else {
+                no += 1
+            }
+        }
+        assert!(yes > 300 && no > 300, "{yes} linearizable, {no} not");
+    }
+}
