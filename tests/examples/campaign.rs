@@ -15,8 +15,11 @@ async fn main() -> anyhow::Result<()> {
         seed: num(2, rand::random::<u64>() % 1_000_000),
     };
     let (report, summary) = campaign::run(options).await?;
-    for a in &report.anomalies {
+    for a in report.anomalies.iter().take(50) {
         eprintln!("ANOMALY: {a}");
+    }
+    if report.anomalies.len() > 50 {
+        eprintln!("… and {} more", report.anomalies.len() - 50);
     }
     println!("{summary}");
     if !report.anomalies.is_empty() {

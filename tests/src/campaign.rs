@@ -458,7 +458,9 @@ pub async fn check(cluster: &DockerCluster, w: &Workload) -> Report {
     // The applied writes per register, from every replica's audit trail.
     let mut applied: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     for reg in &w.registers {
-        let mut first: Option<Vec<(u64, String)>> = None;
+        // Every replica's list, then each compared with the longest: a replica that
+        // lags is reported as lagging, not as having lost what it has not received.
+        let mut lists: Vec<(u64, Vec<(u64, String)>)> = vec![];
         for id in cluster.ids() {
             let list = match applied_writes(cluster, id, &reg.item, head).await {
                 Ok(l) => l,
@@ -477,24 +479,32 @@ pub async fn check(cluster: &DockerCluster, w: &Workload) -> Report {
                         .push(format!("node {id}: {rid} applied twice (again at {rev})"));
                 }
             }
-            match &first {
-                None => first = Some(list),
-                Some(f) if *f != list => report.anomalies.push(format!(
-                    "node {id}: writes of {} differ from node 1's ({} vs {})",
-                    reg.item,
-                    list.len(),
-                    f.len()
-                )),
-                _ => {}
+            lists.push((id, list));
+        }
+        let reference = lists
+            .iter()
+            .max_by_key(|(_, l)| l.len())
+            .map(|(_, l)| l.clone())
+            .unwrap_or_default();
+        for (id, list) in &lists {
+            if *list == reference {
+                continue;
             }
+            let what = if reference.starts_with(list) {
+                "lags behind"
+            } else {
+                "DIVERGES from"
+            };
+            report.anomalies.push(format!(
+                "node {id}: its writes of {} ({}) {what} the longest replica's ({})",
+                reg.item,
+                list.len(),
+                reference.len()
+            ));
         }
         applied.insert(
             reg.item.clone(),
-            first
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(rev, rid)| (rid, rev))
-                .collect(),
+            reference.into_iter().map(|(rev, rid)| (rid, rev)).collect(),
         );
     }
     for o in ops.iter().filter(|o| o.kind == Kind::Write) {
