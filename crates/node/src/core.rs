@@ -225,8 +225,18 @@ impl NodeCore {
                 Ok(ForwardReply::Written(r.data))
             }
             ForwardRequest::ReadIndex => match self.raft.get_read_log_id().await {
+                // Not openraft's read log id alone: a leader restored at start-up
+                // (openraft resumes a node whose committed vote is its own) has no
+                // noop of its own yet and a committed index read from disk, which
+                // can lag what was committed before the crash, so reads at it came
+                // back stale (found by the fault campaign: a linearizable read saw
+                // revision 22625 after 22627 had been read). Every committed entry
+                // is in the confirmed leader's log, so waiting for its last entry is
+                // safe whatever openraft reports.
                 Ok((read_log_id, _applied)) => Ok(ForwardReply::ReadIndex {
-                    index: read_log_id.map_or(0, |l| l.index),
+                    index: read_log_id
+                        .map_or(0, |l| l.index)
+                        .max(self.raft.metrics().borrow().last_log_index.unwrap_or(0)),
                 }),
                 Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
                     f,
