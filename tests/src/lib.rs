@@ -521,9 +521,9 @@ impl Cluster {
         self.nodes.get_mut(&id).expect("node").running = Some(running);
     }
 
-    /// Starts a new node for `department` that joins by itself (JoinService), asking
-    /// every current node; returns its id without waiting.
-    pub async fn start_joining(&mut self, department: &str) -> u64 {
+    /// Starts one more node for `department` (not yet a member), with `join` as its
+    /// join seeds; returns its id.
+    async fn start_extra(&mut self, department: &str, join: Vec<String>) -> u64 {
         let id = self.nodes.keys().max().copied().unwrap_or(0) + 1;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -538,10 +538,10 @@ impl Cluster {
             &self.housekeeping,
             &self.pki,
         );
-        config.join = self.nodes.values().map(|n| n.addr.to_string()).collect();
+        config.join = join;
         let running = concord_node::start_with_listener(config.clone(), listener)
             .await
-            .expect("start joining node");
+            .expect("start node");
         self.nodes.insert(
             id,
             TestNode {
@@ -555,39 +555,20 @@ impl Cluster {
         id
     }
 
+    /// Starts a new node for `department` that joins by itself (JoinService), asking
+    /// every current node; returns its id without waiting.
+    pub async fn start_joining(&mut self, department: &str) -> u64 {
+        let seeds = self.nodes.values().map(|n| n.addr.to_string()).collect();
+        self.start_extra(department, seeds).await
+    }
+
     /// Starts a new node for `department` and adds it as a learner through node `via`.
     pub async fn add_learner(&mut self, department: &str, via: u64) -> u64 {
-        let id = self.nodes.keys().max().copied().unwrap_or(0) + 1;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let config = node_config(
-            id,
-            department,
-            addr,
-            self.dir.path().join(format!("node-{id}")),
-            &self.tuning,
-            &self.housekeeping,
-            &self.pki,
-        );
-        let running = concord_node::start_with_listener(config.clone(), listener)
-            .await
-            .expect("start learner");
-        self.nodes.insert(
-            id,
-            TestNode {
-                id,
-                department: department.into(),
-                addr,
-                config,
-                running: Some(running),
-            },
-        );
+        let id = self.start_extra(department, vec![]).await;
         self.admin(via)
             .add_learner(AddLearnerRequest {
                 node_id: id,
-                addr: addr.to_string(),
+                addr: self.nodes[&id].addr.to_string(),
                 department: department.into(),
                 blocking: Some(true),
             })

@@ -29,6 +29,17 @@ pub struct NodeCore {
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
+/// The leader these metrics know of, and the address it is reached at.
+pub fn leader_of(m: &openraft::RaftMetrics<NodeId, NodeInfo>) -> (Option<NodeId>, Option<String>) {
+    let addr = m.current_leader.and_then(|l| {
+        m.membership_config
+            .membership()
+            .get_node(&l)
+            .map(|n| n.addr.clone())
+    });
+    (m.current_leader, addr)
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -97,17 +108,7 @@ impl NodeCore {
         let mut metrics = self.raft.metrics();
         let mut last_problem = String::from("no leader is elected");
         loop {
-            let (leader, leader_addr) = {
-                let m = metrics.borrow_and_update();
-                let leader = m.current_leader;
-                let addr = leader.and_then(|l| {
-                    m.membership_config
-                        .membership()
-                        .get_node(&l)
-                        .map(|n| n.addr.clone())
-                });
-                (leader, addr)
-            };
+            let (leader, leader_addr) = leader_of(&metrics.borrow_and_update());
             let attempt = match (leader, leader_addr) {
                 (Some(l), _) if l == self.id => self.handle_forward(None, req.clone()).await,
                 (Some(l), Some(addr)) => {
@@ -252,20 +253,11 @@ impl NodeCore {
     /// Administrative actions run here, on the leader, so they carry the admin's
     /// own certificate and no node can claim admin authority on another's behalf.
     fn require_leader(&self) -> Result<(), NodeError> {
-        let m = self.raft.metrics().borrow().clone();
-        if m.current_leader == Some(self.id) {
+        let (leader, addr) = leader_of(&self.raft.metrics().borrow());
+        if leader == Some(self.id) {
             return Ok(());
         }
-        let addr = m.current_leader.and_then(|l| {
-            m.membership_config
-                .membership()
-                .get_node(&l)
-                .map(|n| n.addr.clone())
-        });
-        Err(NodeError::NotLeader {
-            leader: m.current_leader,
-            addr,
-        })
+        Err(NodeError::NotLeader { leader, addr })
     }
 
     fn admin_error(&self, e: ForwardError) -> NodeError {

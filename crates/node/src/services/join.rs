@@ -19,15 +19,8 @@ pub struct JoinSvc {
 }
 
 fn leader_of(core: &NodeCore) -> (u64, String) {
-    let m = core.raft.metrics().borrow().clone();
-    let leader = m.current_leader.unwrap_or(0);
-    let addr = m
-        .membership_config
-        .membership()
-        .get_node(&leader)
-        .map(|n| n.addr.clone())
-        .unwrap_or_default();
-    (leader, addr)
+    let (leader, addr) = crate::core::leader_of(&core.raft.metrics().borrow());
+    (leader.unwrap_or(0), addr.unwrap_or_default())
 }
 
 #[tonic::async_trait]
