@@ -3,7 +3,9 @@
 //! `backup` and `restore`.
 
 mod backup;
+mod bench;
 mod dev;
+mod local;
 mod pki;
 
 use std::collections::BTreeMap;
@@ -47,6 +49,8 @@ enum Cmd {
     Backup(backup::BackupArgs),
     /// Build a new cluster's first data directory from a backup.
     Restore(backup::RestoreArgs),
+    /// Closed-loop load against a cluster (or a fresh local one): ops/s and latency.
+    Bench(bench::BenchArgs),
 }
 
 fn init_logging(format: &str) -> anyhow::Result<()> {
@@ -79,6 +83,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Pki(cmd) => pki::run(cmd),
         Cmd::Backup(args) => runtime.block_on(backup::backup(args)),
         Cmd::Restore(args) => backup::restore(args),
+        Cmd::Bench(args) => runtime.block_on(bench::run(args)),
     }
 }
 
