@@ -27,6 +27,10 @@ pub struct NodeCore {
     pub stopping: tokio::sync::watch::Sender<bool>,
     pub security: crate::transport::Security,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// Concurrent linearizable reads here share one read index from the leader...
+    pub read_index: crate::coalesce::Coalescer<Result<u64, NodeError>>,
+    /// ...and, on the leader, reads from every node share one leadership confirmation.
+    pub leader_read_index: crate::coalesce::Coalescer<Result<ForwardReply, ForwardError>>,
 }
 
 /// The leader these metrics know of, and the address it is reached at.
@@ -225,28 +229,37 @@ impl NodeCore {
                     .map_err(client_write_error)?;
                 Ok(ForwardReply::Written(r.data))
             }
-            ForwardRequest::ReadIndex => match self.raft.get_read_log_id().await {
-                // Not openraft's read log id alone: a leader restored at start-up
-                // (openraft resumes a node whose committed vote is its own) has no
-                // noop of its own yet and a committed index read from disk, which
-                // can lag what was committed before the crash, so reads at it came
-                // back stale (found by the fault campaign: a linearizable read saw
-                // revision 22625 after 22627 had been read). Every committed entry
-                // is in the confirmed leader's log, so waiting for its last entry is
-                // safe whatever openraft reports.
-                Ok((read_log_id, _applied)) => Ok(ForwardReply::ReadIndex {
-                    index: read_log_id
-                        .map_or(0, |l| l.index)
-                        .max(self.raft.metrics().borrow().last_log_index.unwrap_or(0)),
-                }),
-                Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
-                    f,
-                ))) => Err(ForwardError::NotLeader {
+            ForwardRequest::ReadIndex => {
+                self.leader_read_index
+                    .run(|| self.confirm_read_index())
+                    .await
+            }
+        }
+    }
+
+    /// The leader's read index, after confirming with a quorum that it still leads.
+    async fn confirm_read_index(&self) -> Result<ForwardReply, ForwardError> {
+        match self.raft.get_read_log_id().await {
+            // Not openraft's read log id alone: a leader restored at start-up
+            // (openraft resumes a node whose committed vote is its own) has no
+            // noop of its own yet and a committed index read from disk, which
+            // can lag what was committed before the crash, so reads at it came
+            // back stale (found by the fault campaign: a linearizable read saw
+            // revision 22625 after 22627 had been read). Every committed entry
+            // is in the confirmed leader's log, so waiting for its last entry is
+            // safe whatever openraft reports.
+            Ok((read_log_id, _applied)) => Ok(ForwardReply::ReadIndex {
+                index: read_log_id
+                    .map_or(0, |l| l.index)
+                    .max(self.raft.metrics().borrow().last_log_index.unwrap_or(0)),
+            }),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(ForwardError::NotLeader {
                     leader: f.leader_id,
-                }),
-                Err(e) => Err(ForwardError::NotLeader { leader: None })
-                    .inspect_err(|_| tracing::debug!(error = %e, "read index")),
-            },
+                })
+            }
+            Err(e) => Err(ForwardError::NotLeader { leader: None })
+                .inspect_err(|_| tracing::debug!(error = %e, "read index")),
         }
     }
 
@@ -358,14 +371,19 @@ impl NodeCore {
             Consistency::Unspecified => opts.min_revision == 0,
         };
         if linearizable {
-            let index = match self.on_leader(ForwardRequest::ReadIndex, timeout).await? {
-                ForwardReply::ReadIndex { index } => index,
-                other => {
-                    return Err(NodeError::Internal(format!(
+            let fetch = || async {
+                match self.on_leader(ForwardRequest::ReadIndex, timeout).await? {
+                    ForwardReply::ReadIndex { index } => Ok(index),
+                    other => Err(NodeError::Internal(format!(
                         "unexpected reply to a read index: {other:?}"
-                    )))
+                    ))),
                 }
             };
+            let index = tokio::time::timeout(timeout, self.read_index.run(fetch))
+                .await
+                .map_err(|_| {
+                    NodeError::DeadlineExceeded("no read index from the leader in time".into())
+                })??;
             if !self.reader.wait_applied(index, timeout).await {
                 return Err(NodeError::DeadlineExceeded(format!(
                     "this replica did not apply the leader's read index {index} in time"

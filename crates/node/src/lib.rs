@@ -16,6 +16,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod coalesce;
 pub mod config;
 pub mod convert;
 pub mod core;

@@ -154,6 +154,8 @@ pub async fn start_with_listener(
         stopping,
         security: security.clone(),
         metrics: crate::metrics::Metrics::new(config.node_id, &config.department),
+        read_index: Default::default(),
+        leader_read_index: Default::default(),
     });
 
     let limit = config.limits.max_request_bytes;
