@@ -1,7 +1,10 @@
-//! Group commit. sled's `flush` ends in `sync_file_range`, which neither writes file
-//! metadata nor flushes the drive's cache (sled issue #1452), so a power loss could
-//! lose an acknowledged entry. Every waiter here is released only after `flush` and
-//! then `fsync` of the data file; all waiters queued meanwhile share one `fsync`.
+//! Group commit: every waiter queued while one sync runs shares the next one.
+//!
+//! Two syncs use it. The raft log ([`crate::wal`]) is released after `fdatasync`
+//! of its active segment. sled (votes, the commit pointer, the state machine, the
+//! install mark) is synced by `flush` and then `fsync` of its data file: sled's own
+//! `flush` ends in `sync_file_range`, which neither writes file metadata nor flushes
+//! the drive's cache (sled issue #1452).
 
 use std::fs::File;
 use std::path::Path;
@@ -9,50 +12,43 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 
 type Waiter = Box<dyn FnOnce(std::io::Result<()>) + Send>;
-
-/// What one sync makes durable: sled's buffers, then its data file. The file is
-/// opened once (sled keeps the same file for its lifetime), not on every sync.
-struct Target {
-    db: sled::Db,
-    file: File,
-}
-
-impl Target {
-    fn sync(&self) -> std::io::Result<()> {
-        self.db.flush().map_err(crate::io_err)?;
-        self.file.sync_all()
-    }
-}
+type SyncFn = dyn Fn() -> std::io::Result<()> + Send + Sync;
 
 pub struct Durability {
     tx: mpsc::Sender<Waiter>,
-    target: Arc<Target>,
+    sync: Arc<SyncFn>,
 }
 
 impl Durability {
-    pub(crate) fn start(db: sled::Db, file: &Path) -> std::io::Result<Self> {
-        let target = Arc::new(Target {
-            db,
-            file: File::open(file)?,
-        });
+    /// sled's buffers, then its data file (opened once: sled keeps the same file).
+    pub(crate) fn for_sled(db: sled::Db, file: &Path) -> std::io::Result<Self> {
+        let file = File::open(file)?;
+        Self::start(
+            "concord-fsync",
+            Arc::new(move || {
+                db.flush().map_err(crate::io_err)?;
+                file.sync_all()
+            }),
+        )
+    }
+
+    pub(crate) fn start(name: &str, sync: Arc<SyncFn>) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Waiter>();
-        let worker = target.clone();
-        thread::Builder::new()
-            .name("concord-fsync".into())
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut waiters = vec![first];
-                    waiters.extend(rx.try_iter());
-                    let result = worker.sync();
-                    for w in waiters {
-                        w(result
-                            .as_ref()
-                            .map(|_| ())
-                            .map_err(|e| std::io::Error::new(e.kind(), e.to_string())));
-                    }
+        let worker = sync.clone();
+        thread::Builder::new().name(name.into()).spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut waiters = vec![first];
+                waiters.extend(rx.try_iter());
+                let result = worker();
+                for w in waiters {
+                    w(result
+                        .as_ref()
+                        .map(|_| ())
+                        .map_err(|e| std::io::Error::new(e.kind(), e.to_string())));
                 }
-            })?;
-        Ok(Durability { tx, target })
+            }
+        })?;
+        Ok(Durability { tx, sync })
     }
 
     /// Calls `done` once everything written before this call is on stable storage.
@@ -62,8 +58,8 @@ impl Durability {
         }
     }
 
-    /// Syncs now, on the caller's thread (for votes and truncation, which are rare).
+    /// Syncs now, on the caller's thread (for votes, truncation, purges: rare).
     pub fn sync_now(&self) -> std::io::Result<()> {
-        self.target.sync()
+        (self.sync)()
     }
 }

@@ -2,22 +2,25 @@
 //! replicated state machine ([`StateMachine`]) and the read side ([`StoreReader`]).
 //!
 //! # Layout
-//! - [`durability`]: group commit — one `flush` + `fsync` for every batch of appends.
-//! - [`log_store`]: `RaftLogStorage` on the `log` and `raft` trees.
+//! - [`durability`]: group commit — one sync for every batch of waiters.
+//! - [`wal`]: the raft log in append-only segment files (`fdatasync` per group commit).
+//! - [`log_store`]: `RaftLogStorage` on the WAL and sled's `raft` tree.
 //! - [`state_machine`]: `RaftStateMachine` on the `sm` tree; calls `concord_domain::apply`.
 //! - [`snapshot`]: the snapshot file format (checksummed dump of the `sm` tree).
 //! - [`reader`]: what the node reads: domain state, events for Watch, applied revision.
 //!
 //! **Architecture invariant:** a log entry is acknowledged to openraft (`LogFlushed`)
-//! only after `fsync` of sled's data file returned; `save_vote` syncs before returning.
-//! The state machine is not synced on apply: after a crash it is a prefix of the log,
-//! and openraft re-applies the rest.
+//! only after `fdatasync` of its segment returned; `save_vote` syncs sled before
+//! returning. The state machine is not synced on apply: after a crash it is a prefix
+//! of the log, and openraft re-applies the rest; a purge syncs sled first, so the
+//! log never loses entries the recovered state machine still needs.
 
 pub mod durability;
 pub mod log_store;
 pub mod reader;
 pub mod snapshot;
 pub mod state_machine;
+pub mod wal;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -68,6 +71,8 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("state machine recovery: {0}")]
     Recovery(#[from] openraft::StorageError<u64>),
+    #[error(transparent)]
+    Wal(#[from] wal::WalError),
 }
 
 /// Store tuning that is not part of the replicated state.
@@ -89,7 +94,7 @@ impl Default for StoreOptions {
 }
 
 pub(crate) struct Shared {
-    pub log: sled::Tree,
+    pub wal: wal::Wal,
     pub raft: sled::Tree,
     pub sm: sled::Tree,
     pub durability: durability::Durability,
@@ -120,14 +125,19 @@ pub fn open(
             path: db_path.clone(),
             source,
         })?;
-    let log = db.open_tree("log")?;
     let raft = db.open_tree("raft")?;
     let sm = db.open_tree("sm")?;
-    let durability = durability::Durability::start(db, &db_path.join("db"))?;
+    let last_purged: Option<openraft::LogId<NodeId>> = match raft.get(b"last_purged")? {
+        Some(v) => serde_json::from_slice(&v).map_err(io_err)?,
+        None => None,
+    };
+    let wal = wal::Wal::open(&dir.join("log"), last_purged.map(|l| l.index))?;
+    migrate_sled_log(&db, &wal)?;
+    let durability = durability::Durability::for_sled(db, &db_path.join("db"))?;
     let applied = reader::read_applied_index(&sm).unwrap_or(0);
     let (applied_tx, _) = tokio::sync::watch::channel(applied);
     let shared = Arc::new(Shared {
-        log,
+        wal,
         raft,
         sm,
         durability,
@@ -139,6 +149,32 @@ pub fn open(
     let sm = StateMachine::new(shared.clone());
     sm.recover()?;
     Ok((LogStore::new(shared.clone()), sm, StoreReader::new(shared)))
+}
+
+/// Data directories written before the WAL kept entries in sled's `log` tree:
+/// moves them into the WAL (durably) and empties the tree.
+fn migrate_sled_log(db: &sled::Db, wal: &wal::Wal) -> Result<(), StoreError> {
+    let old = db.open_tree("log")?;
+    if old.is_empty() {
+        return Ok(());
+    }
+    let mut entries = vec![];
+    for kv in old.iter() {
+        let (_, v) = kv?;
+        let e: openraft::Entry<TypeConfig> = serde_json::from_slice(&v).map_err(io_err)?;
+        entries.push(e);
+    }
+    let next = wal.last().map_or(0, |l| l.index + 1);
+    entries.retain(|e| e.log_id.index >= next);
+    let (tx, rx) = std::sync::mpsc::channel();
+    wal.append(entries, move |r| {
+        let _ = tx.send(r);
+    })?;
+    rx.recv().map_err(io_err)??;
+    old.clear()?;
+    db.flush()?;
+    tracing::info!("moved the raft log from sled into segment files");
+    Ok(())
 }
 
 pub(crate) fn io_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> std::io::Error {

@@ -1,5 +1,5 @@
-//! The raft log on sled: entries keyed by big-endian index (so keys sort by index),
-//! vote, committed and last-purged pointers under named keys of the `raft` tree.
+//! openraft's log storage: entries in the segment files of [`crate::wal`]; vote,
+//! committed and last-purged pointers under named keys of sled's `raft` tree.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -65,21 +65,6 @@ impl LogStore {
     }
 }
 
-impl LogStore {
-    /// Removes the entries whose keys fall in `range`, in one batch.
-    fn remove_entries(&self, range: impl RangeBounds<[u8; 8]>) -> Result<(), StorageError> {
-        let mut batch = sled::Batch::default();
-        for kv in self.shared.log.range(range) {
-            let (k, _) = kv.map_err(|e| logs_read_err(&e))?;
-            batch.remove(k);
-        }
-        self.shared
-            .log
-            .apply_batch(batch)
-            .map_err(|e| write_err(ErrorSubject::Logs, &e))
-    }
-}
-
 fn write_err(subject: ErrorSubject<NodeId>, e: &dyn std::error::Error) -> StorageError {
     StorageIOError::new(subject, ErrorVerb::Write, AnyError::error(e.to_string())).into()
 }
@@ -91,10 +76,6 @@ fn logs_read_err(e: &dyn std::error::Error) -> StorageError {
         AnyError::error(e.to_string()),
     )
     .into()
-}
-
-fn bound_to_key(b: Bound<&u64>) -> Bound<[u8; 8]> {
-    b.map(|i| i.to_be_bytes())
 }
 
 impl LogStore {
@@ -117,16 +98,20 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        let range = (
-            bound_to_key(range.start_bound()),
-            bound_to_key(range.end_bound()),
-        );
-        let mut out = vec![];
-        for kv in self.shared.log.range(range) {
-            let (_, v) = kv.map_err(|e| logs_read_err(&e))?;
-            out.push(serde_json::from_slice(&v).map_err(|e| logs_read_err(&e))?);
-        }
-        Ok(out)
+        let from = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let to = match range.end_bound() {
+            Bound::Included(i) => i.saturating_add(1),
+            Bound::Excluded(i) => *i,
+            Bound::Unbounded => u64::MAX,
+        };
+        self.shared
+            .wal
+            .read(from, to)
+            .map_err(|e| logs_read_err(&e))
     }
 }
 
@@ -135,13 +120,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged: Option<LogId<NodeId>> = self.meta(LAST_PURGED, ErrorSubject::Logs)?;
-        let last = match self.shared.log.last().map_err(|e| logs_read_err(&e))? {
-            Some((_, v)) => {
-                let e: Entry = serde_json::from_slice(&v).map_err(|e| logs_read_err(&e))?;
-                Some(e.log_id)
-            }
-            None => last_purged,
-        };
+        let last = self.shared.wal.last().or(last_purged);
         Ok(LogState {
             last_purged_log_id: last_purged,
             last_log_id: last,
@@ -189,33 +168,35 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
-        for entry in entries {
-            let bytes =
-                serde_json::to_vec(&entry).map_err(|e| write_err(ErrorSubject::Logs, &e))?;
-            batch.insert(&entry.log_id.index.to_be_bytes(), bytes);
-        }
         self.shared
-            .log
-            .apply_batch(batch)
-            .map_err(|e| write_err(ErrorSubject::Logs, &e))?;
-        self.shared
-            .durability
-            .after_sync(move |r| callback.log_io_completed(r));
-        Ok(())
+            .wal
+            .append(entries.into_iter().collect(), move |r| {
+                callback.log_io_completed(r)
+            })
+            .map_err(|e| write_err(ErrorSubject::Logs, &e))
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
-        self.remove_entries(log_id.index.to_be_bytes()..)?;
         self.shared
-            .durability
-            .sync_now()
+            .wal
+            .truncate(log_id.index)
             .map_err(|e| write_err(ErrorSubject::Logs, &e))
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
-        // Record the purge point first: a crash in between leaves a harmless prefix.
+        // The state machine (in sled, not synced on apply) must be on disk at least
+        // up to the purge point: after a crash it is recovered from sled and the
+        // log is re-applied from there. openraft purges only applied entries.
+        // Then the purge point, then the segments: a crash in between leaves a
+        // harmless prefix, skipped when the log is opened.
         self.put_meta(LAST_PURGED, &log_id, ErrorSubject::Logs)?;
-        self.remove_entries(..=log_id.index.to_be_bytes())
+        self.shared
+            .durability
+            .sync_now()
+            .map_err(|e| write_err(ErrorSubject::Logs, &e))?;
+        self.shared
+            .wal
+            .purge(log_id.index)
+            .map_err(|e| write_err(ErrorSubject::Logs, &e))
     }
 }
