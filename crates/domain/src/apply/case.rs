@@ -20,11 +20,21 @@ fn deadlines(tx: &Tx) -> Result<DeadlinePolicy, Failure> {
 
 /// Departments with the ARBITER role, in code order.
 fn arbiters(tx: &Tx) -> Result<Vec<String>, Failure> {
-    Ok(crate::query::departments(tx.base)?
-        .into_iter()
-        .filter(|d| d.has_role(Role::Arbiter))
-        .map(|d| d.spec.code)
-        .collect())
+    // Every case step asks. Decoding only these two fields of each department,
+    // not the whole record (a `flatten`ed struct, slow in serde), was one of the
+    // write-path savings in docs/performance.md.
+    #[derive(serde::Deserialize)]
+    struct Roles {
+        code: String,
+        roles: Vec<Role>,
+    }
+    Ok(
+        crate::state::scan_decoded::<Roles>(tx.base, crate::state::keys::DEPARTMENT)?
+            .into_iter()
+            .filter(|d| d.roles.contains(&Role::Arbiter))
+            .map(|d| d.code)
+            .collect(),
+    )
 }
 
 fn awaiting_owner(case: &Case) -> Option<String> {
