@@ -312,6 +312,24 @@ impl DockerCluster {
         Ok(self.admin(id).status(req).await?.into_inner())
     }
 
+    /// Status, asked again until it answers or `timeout` passes.
+    pub async fn status_within(
+        &self,
+        id: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<concord_proto::cluster::v1::StatusResponse> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match self.status(id).await {
+                Ok(s) => return Ok(s),
+                Err(e) if std::time::Instant::now() > deadline => {
+                    return Err(e.context(format!("node {id} gave no status in {timeout:?}")))
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+            }
+        }
+    }
+
     pub fn ids(&self) -> Vec<u64> {
         self.nodes.keys().copied().collect()
     }
