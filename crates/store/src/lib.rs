@@ -100,6 +100,9 @@ pub(crate) struct Shared {
     pub durability: durability::Durability,
     pub snapshot_dir: PathBuf,
     pub applied: tokio::sync::watch::Sender<u64>,
+    /// Set from the first chunk of a snapshot received until its install ends, so
+    /// a log purge issued with the install waits for it (see `LogStore::purge`).
+    pub receiving_snapshot: std::sync::atomic::AtomicBool,
     /// Held while the state machine is written or dumped into a snapshot, so a
     /// snapshot is a consistent cut.
     pub apply_lock: tokio::sync::Mutex<()>,
@@ -143,6 +146,7 @@ pub fn open(
         durability,
         snapshot_dir,
         applied: applied_tx,
+        receiving_snapshot: std::sync::atomic::AtomicBool::new(false),
         apply_lock: tokio::sync::Mutex::new(()),
         options,
     });

@@ -3,6 +3,7 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -184,11 +185,35 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
+        // openraft 0.9 issues the purge that follows a snapshot install together
+        // with the install, which runs on the state-machine worker: purging first
+        // let a stop in between leave the log purged past the snapshot on disk,
+        // and openraft then refuses to start ("purge_upto <= snapshot_last_log_id";
+        // found by the fault campaign). So wait until the state machine covers
+        // the purge point: at once for purges behind a snapshot this node built,
+        // after the install for one it is receiving.
+        let mut applied = self.shared.applied.subscribe();
+        let receiving = self.shared.receiving_snapshot.load(Ordering::SeqCst);
+        let covered = !receiving
+            || tokio::time::timeout(
+                std::time::Duration::from_secs(300),
+                applied.wait_for(|a| *a >= log_id.index),
+            )
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if !covered {
+            return Err(write_err(
+                ErrorSubject::Logs,
+                &std::io::Error::other(format!(
+                    "the state machine did not reach {} to purge the log behind it",
+                    log_id.index
+                )),
+            ));
+        }
         // The state machine (in sled, not synced on apply) must be on disk at least
         // up to the purge point: after a crash it is recovered from sled and the
-        // log is re-applied from there. openraft purges only applied entries.
-        // Then the purge point, then the segments: a crash in between leaves a
-        // harmless prefix, skipped when the log is opened.
+        // log is re-applied from there. Then the purge point, then the segments: a
+        // crash in between leaves a harmless prefix, skipped when the log is opened.
         self.put_meta(LAST_PURGED, &log_id, ErrorSubject::Logs)?;
         self.shared
             .durability

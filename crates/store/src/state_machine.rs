@@ -251,6 +251,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        self.shared.receiving_snapshot.store(true, Ordering::SeqCst);
         let seq = SNAPSHOT_SEQ.fetch_add(1, Ordering::Relaxed);
         let path = self
             .shared
@@ -274,6 +275,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError> {
         let shared = self.shared.clone();
         let _guard = shared.apply_lock.lock().await;
+        // However the install ends, a purge no longer waits for it.
+        struct Received<'a>(&'a Shared);
+        impl Drop for Received<'_> {
+            fn drop(&mut self) {
+                self.0.receiving_snapshot.store(false, Ordering::SeqCst);
+            }
+        }
+        let _received = Received(&shared);
         // Copy what was received into place, durably, before touching the state.
         let tmp = shared.snapshot_dir.join("installing.snap.tmp");
         {
@@ -538,5 +547,42 @@ mod tests {
             .is_some());
         // Done: no mark left, so the next restart does not install again.
         assert!(shared.raft.get(INSTALLING).unwrap().is_none());
+    }
+
+    /// openraft 0.9 issues the log purge that follows a received snapshot together
+    /// with its install. The purge point must not reach the disk before the
+    /// snapshot is installed, or a stop in between leaves a node openraft refuses
+    /// to start (found by the fault campaign, seed 7777, fault 3).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_purge_issued_with_a_snapshot_install_waits_for_the_install() {
+        use openraft::storage::RaftLogStorage;
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, mut sm, _reader) = crate::open(dir.path(), Default::default()).unwrap();
+        let shared = sm.shared.clone();
+        let meta = Meta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(3, 2), 42)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: "3-42-0".into(),
+        };
+        let received = dir.path().join("received.snap");
+        let entries = vec![Ok((sm_keys::state("dept/SAMR"), b"{}".to_vec()))];
+        snapshot::write(&received, &meta, entries).unwrap();
+        let mut file = sm.begin_receiving_snapshot().await.unwrap();
+        let bytes = tokio::fs::read(&received).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut *file, &bytes)
+            .await
+            .unwrap();
+        // The purge is issued first and must wait.
+        let purge = tokio::spawn(async move { log.purge(meta.last_log_id.unwrap()).await });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!purge.is_finished(), "the purge went ahead of the install");
+        assert!(shared.raft.get(b"last_purged").unwrap().is_none());
+        sm.install_snapshot(&meta, file).await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), purge)
+            .await
+            .expect("the purge finishes after the install")
+            .unwrap()
+            .unwrap();
+        assert!(shared.raft.get(b"last_purged").unwrap().is_some());
     }
 }
