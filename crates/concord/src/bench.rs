@@ -240,6 +240,11 @@ fn line(op: Op, clients: usize, conns: usize, f: &Figures, rss: Option<&[u64]>) 
     s
 }
 
+/// The figures gathered so far; a poisoned lock still holds them.
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Resident set size of each process, in MB (Linux; 0 where unreadable).
 fn rss_mb(pids: &[u32]) -> Vec<u64> {
     pids.iter()
@@ -442,16 +447,13 @@ where
                         if counted {
                             errors.fetch_add(1, Ordering::Relaxed);
                         }
-                        first_error.lock().unwrap().get_or_insert_with(|| {
+                        locked(&first_error).get_or_insert_with(|| {
                             format!("{:?}: {}", status.code(), status.message())
                         });
                     }
                     Err(e) => {
                         errors.fetch_add(1, Ordering::Relaxed);
-                        first_error
-                            .lock()
-                            .unwrap()
-                            .get_or_insert_with(|| e.to_string());
+                        locked(&first_error).get_or_insert_with(|| e.to_string());
                     }
                 }
             }
@@ -460,7 +462,7 @@ where
     });
     let per_client = futures::future::join_all(loops).await;
     let latencies_us: Vec<u32> = per_client.into_iter().flatten().collect();
-    let first_error = first_error.lock().unwrap().take();
+    let first_error = locked(&first_error).take();
     Ok(Figures {
         ops: latencies_us.len() as u64,
         errors: errors.load(Ordering::Relaxed),
@@ -509,7 +511,7 @@ async fn watch_fanout(
                     Err(_) => {}
                 }
             }
-            received.lock().unwrap().extend(seen);
+            locked(&received).extend(seen);
         }));
     }
     // Writers: 16 clients, recording when the push of each revision started.
@@ -532,7 +534,7 @@ async fn watch_fanout(
                     let t0 = Instant::now();
                     let r = c.push_case(req).await?;
                     if let Some(h) = r.into_inner().header {
-                        started_at.lock().unwrap().insert(h.revision, t0);
+                        locked(&started_at).insert(h.revision, t0);
                     }
                     Ok(())
                 }
@@ -546,8 +548,8 @@ async fn watch_fanout(
     for s in streams {
         let _ = s.await;
     }
-    let started_at = started_at.lock().unwrap();
-    let received = received.lock().unwrap();
+    let started_at = locked(&started_at);
+    let received = locked(&received);
     let measure_from = writes.measured_from;
     let mut latencies_us = vec![];
     for (revision, at) in received.iter() {

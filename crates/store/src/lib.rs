@@ -130,7 +130,7 @@ pub fn open(
         })?;
     let raft = db.open_tree("raft")?;
     let sm = db.open_tree("sm")?;
-    let last_purged: Option<openraft::LogId<NodeId>> = match raft.get(b"last_purged")? {
+    let last_purged: Option<openraft::LogId<NodeId>> = match raft.get(log_store::LAST_PURGED)? {
         Some(v) => serde_json::from_slice(&v).map_err(io_err)?,
         None => None,
     };

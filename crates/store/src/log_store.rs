@@ -19,7 +19,7 @@ type Entry = openraft::Entry<TypeConfig>;
 
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
-const LAST_PURGED: &[u8] = b"last_purged";
+pub(crate) const LAST_PURGED: &[u8] = b"last_purged";
 
 #[derive(Clone)]
 pub struct LogStore {

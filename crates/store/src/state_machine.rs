@@ -576,13 +576,21 @@ mod tests {
         let purge = tokio::spawn(async move { log.purge(meta.last_log_id.unwrap()).await });
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         assert!(!purge.is_finished(), "the purge went ahead of the install");
-        assert!(shared.raft.get(b"last_purged").unwrap().is_none());
+        assert!(shared
+            .raft
+            .get(crate::log_store::LAST_PURGED)
+            .unwrap()
+            .is_none());
         sm.install_snapshot(&meta, file).await.unwrap();
         tokio::time::timeout(std::time::Duration::from_secs(5), purge)
             .await
             .expect("the purge finishes after the install")
             .unwrap()
             .unwrap();
-        assert!(shared.raft.get(b"last_purged").unwrap().is_some());
+        assert!(shared
+            .raft
+            .get(crate::log_store::LAST_PURGED)
+            .unwrap()
+            .is_some());
     }
 }

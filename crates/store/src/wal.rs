@@ -111,11 +111,22 @@ fn encode_record(index: u64, entry: &Entry, out: &mut Vec<u8>) -> Result<(), Wal
 /// Whether a valid record follows the bad one at `at`: then it is damage in the
 /// middle of the log, not a torn append at its end, and must not be cut away.
 fn good_record_after(bytes: &[u8], at: usize) -> bool {
-    let Some(len) = bytes.get(at..at + 4) else {
+    let Some((len, _, _)) = header_at(bytes, at) else {
         return false;
     };
-    let next = at + HEADER + u32::from_le_bytes(len.try_into().unwrap()) as usize;
+    let next = at + HEADER + len;
     next < bytes.len() && !scan_records(&bytes[next..]).0.is_empty()
+}
+
+/// The header of the record at `at`: body length, CRC and index; None past the end.
+fn header_at(bytes: &[u8], at: usize) -> Option<(usize, u32, u64)> {
+    let h: &[u8; HEADER] = bytes.get(at..at.checked_add(HEADER)?)?.try_into().ok()?;
+    let [l0, l1, l2, l3, c0, c1, c2, c3, i @ ..] = *h;
+    Some((
+        u32::from_le_bytes([l0, l1, l2, l3]) as usize,
+        u32::from_le_bytes([c0, c1, c2, c3]),
+        u64::from_le_bytes(i),
+    ))
 }
 
 /// The records of `bytes`: (index, offset, body length) until the end or the
@@ -123,10 +134,7 @@ fn good_record_after(bytes: &[u8], at: usize) -> bool {
 fn scan_records(bytes: &[u8]) -> (Vec<(u64, u64, u32)>, u64) {
     let mut out = vec![];
     let mut at = 0usize;
-    while at + HEADER <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        let c = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap());
-        let index = u64::from_le_bytes(bytes[at + 8..at + 16].try_into().unwrap());
+    while let Some((len, c, index)) = header_at(bytes, at) {
         let end = at + HEADER + len;
         if end > bytes.len() || crc(index, &bytes[at + HEADER..end]) != c {
             break;
