@@ -10,6 +10,7 @@ Needs: helm-python-sdk, kubernetes-validate, PyYAML, Docker, grpcurl, and the
 Usage: python3 helm/tests/test_chart.py [--no-boot]
 """
 
+import base64
 import json
 import os
 import re
@@ -35,6 +36,7 @@ VALUES_SETS = {
     "external certs": {"tls": {"existingSecret": "yangquan-concord-certs"}},
     "no persistence": {"persistence": {"enabled": False}},
     "learners beyond the voters": {"departments": ["SAMR", "TRANS", "JUST", "NDRC"], "voters": 3},
+    "dev CA": {"tls": {"devCA": True}},
 }
 
 
@@ -80,8 +82,11 @@ def check_values_set(chart, name, values):
     if has_claims != merged["persistence"]["enabled"]:
         fail(f"{name}: volume claims {has_claims} with persistence {merged['persistence']['enabled']}")
     secret = next(v for v in pod["volumes"] if v["name"] == "tls")["secret"]["secretName"]
-    if secret != merged["tls"]["existingSecret"]:
+    expected = f"{RELEASE}-dev-ca" if merged["tls"]["devCA"] else merged["tls"]["existingSecret"]
+    if secret != expected:
         fail(f"{name}: TLS secret {secret}")
+    if merged["tls"]["devCA"] != any(d["kind"] == "Secret" and d["metadata"]["name"] == secret for d in docs):
+        fail(f"{name}: the dev CA Secret is rendered only with tls.devCA")
     services = [d for d in docs if d["kind"] == "Service"]
     if len(services) != len(merged["departments"]) + 2:
         fail(f"{name}: {len(services)} services")
@@ -117,108 +122,214 @@ def pod_env(container, index):
     return env
 
 
-def boot(label, docs):
-    image = os.environ.get("CONCORD_IMAGE") or fail("CONCORD_IMAGE is not set")
-    binary = os.environ.get("CONCORD_BIN") or fail("CONCORD_BIN is not set")
-    sts = next(d for d in docs if d["kind"] == "StatefulSet")
-    peers = sts["spec"]["serviceName"]
-    pod = sts["spec"]["template"]["spec"]
-    c = pod["containers"][0]
-    env0 = pod_env(c, 0)
-    departments = env0["CONCORD_DEPARTMENTS"].split(",")
-    grpc_port = next(p["containerPort"] for p in c["ports"] if p["name"] == "grpc")
-    ops_port = next(p["containerPort"] for p in c["ports"] if p["name"] == "ops")
-    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
-    ctx = c["securityContext"]
-    user = f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}"
-    work = tempfile.mkdtemp(prefix="concord-chart-")
-    pki, secret = os.path.join(work, "pki"), os.path.join(work, "secret")
-    os.makedirs(secret)
-    fqdn = lambda i: f"{sts['metadata']['name']}-{i}.{peers}.{NAMESPACE}.svc.cluster.local"
-    # The Secret, made as NOTES.txt says.
-    run(binary, "pki", "init", "--dir", pki)
-    shutil.copy(os.path.join(pki, "ca.pem"), os.path.join(secret, "ca.pem"))
-    for i, d in enumerate(departments):
-        run(binary, "pki", "issue", "--dir", pki, "--department", d, "--role", "node",
-            "--name", "node", "--host", fqdn(i))
-        for ext in ("pem", "key"):
-            shutil.copy(os.path.join(pki, f"{d}-node-node.{ext}"), os.path.join(secret, f"{d}-node.{ext}"))
-    run(binary, "pki", "issue", "--dir", pki, "--department", "BIGDATA", "--role", "admin", "--name", "operator")
-    run(binary, "pki", "issue", "--dir", pki, "--department", departments[0], "--role", "client", "--name", "app")
-    for f in os.listdir(secret):
-        os.chmod(os.path.join(secret, f), 0o444)  # the Secret's defaultMode, readable by fsGroup
-    net = f"concord-chart-{uuid.uuid4().hex[:8]}"
-    names = []
-    run("docker", "network", "create", net)
-    try:
-        for i in range(len(departments)):
-            env = pod_env(c, i)
-            name = f"{net}-{sts['metadata']['name']}-{i}"
-            names.append(name)
-            args = ["docker", "run", "-d", "--name", name, "--network", net,
-                    "--network-alias", fqdn(i), "--hostname", f"{sts['metadata']['name']}-{i}",
-                    "--user", user, "--cap-drop", "ALL",
-                    "--security-opt", "no-new-privileges",
-                    "--tmpfs", f"{mounts['data']}:rw,uid=65532,gid=65532,mode=0700",
-                    "-v", f"{secret}:{mounts['tls']}:ro",
-                    "-p", f"127.0.0.1::{grpc_port}", "-p", f"127.0.0.1::{ops_port}"]
-            if ctx.get("readOnlyRootFilesystem"):
-                args.append("--read-only")
-            for k, v in env.items():
-                args += ["-e", f"{k}={v}"]
-            args += [image] + c.get("args", [])
-            run(*args)
-        port = lambda name, p: run("docker", "port", name, f"{p}/tcp").stdout.strip().splitlines()[0].rsplit(":", 1)[1]
-        # The probes: grpc.health.v1 on the ops port, as the kubelet calls it.
-        deadline = time.time() + 60
-        for name in names:
-            while True:
-                r = run("grpcurl", "-plaintext", "-max-time", "2", f"127.0.0.1:{port(name, ops_port)}",
-                        "grpc.health.v1.Health/Check", check=False)
-                if '"SERVING"' in r.stdout:
-                    break
-                if time.time() > deadline:
-                    logs = run("docker", "logs", name, check=False)
-                    fail(f"{name} never became ready: {r.stderr}\n{logs.stdout}{logs.stderr}")
-                time.sleep(0.5)
-        admin = ["-cacert", f"{pki}/ca.pem", "-cert", f"{pki}/BIGDATA-admin-operator.pem",
-                 "-key", f"{pki}/BIGDATA-admin-operator.key"]
-        # Every pod becomes a member without anyone's help: the first `voters` from
-        # pod 0's bootstrap, the rest by joining as learners.
-        status, last = None, ""
+class Cluster:
+    """The rendered StatefulSet's pods as containers on one Docker network: each
+    started with exactly the command, environment, volumes, user and host name its
+    pod spec gives it. Data directories are host directories owned by the pods'
+    user, so a pod recreated by an upgrade keeps its volume, as with a PVC."""
+
+    def __init__(self, docs):
+        self.image = os.environ.get("CONCORD_IMAGE") or fail("CONCORD_IMAGE is not set")
+        self.binary = os.environ.get("CONCORD_BIN") or fail("CONCORD_BIN is not set")
+        self.work = tempfile.mkdtemp(prefix="concord-chart-")
+        self.net = f"concord-chart-{uuid.uuid4().hex[:8]}"
+        self.pods = {}
+        self.render(docs)
+        run("docker", "network", "create", self.net)
+        self.make_pki(docs)
+
+    def render(self, docs):
+        """Takes a (re)rendered release: what pods started from now on get."""
+        self.docs = docs
+        self.sts = next(d for d in docs if d["kind"] == "StatefulSet")
+        self.peers = self.sts["spec"]["serviceName"]
+        self.pod = self.sts["spec"]["template"]["spec"]
+        self.c = self.pod["containers"][0]
+        self.env0 = pod_env(self.c, 0)
+        self.departments = self.env0["CONCORD_DEPARTMENTS"].split(",")
+        self.grpc_port = next(p["containerPort"] for p in self.c["ports"] if p["name"] == "grpc")
+        self.ops_port = next(p["containerPort"] for p in self.c["ports"] if p["name"] == "ops")
+
+    def fqdn(self, i):
+        return f"{self.sts['metadata']['name']}-{i}.{self.peers}.{NAMESPACE}.svc.cluster.local"
+
+    def make_pki(self, docs):
+        """The TLS Secret: the chart's own dev CA when it renders one, else made as
+        NOTES.txt says. Either way operators' certificates come from its CA."""
+        pki, secret = os.path.join(self.work, "pki"), os.path.join(self.work, "secret")
+        self.pki = pki
+        self.secrets = {}
+        os.makedirs(secret)
+        rendered = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
+        tls = next(v for v in self.pod["volumes"] if v["name"] == "tls")["secret"]["secretName"]
+        if tls in rendered:
+            os.makedirs(pki)
+            for k, v in rendered[tls]["data"].items():
+                with open(os.path.join(pki, k), "wb") as f:
+                    f.write(base64.b64decode(v))
+                shutil.copy(os.path.join(pki, k), os.path.join(secret, k))
+        else:
+            run(self.binary, "pki", "init", "--dir", pki)
+            shutil.copy(os.path.join(pki, "ca.pem"), os.path.join(secret, "ca.pem"))
+            for i, d in enumerate(self.departments):
+                run(self.binary, "pki", "issue", "--dir", pki, "--department", d, "--role", "node",
+                    "--name", "node", "--host", self.fqdn(i))
+                for ext in ("pem", "key"):
+                    shutil.copy(os.path.join(pki, f"{d}-node-node.{ext}"), os.path.join(secret, f"{d}-node.{ext}"))
+        self.secrets[tls] = secret
+        run(self.binary, "pki", "issue", "--dir", pki, "--department", "BIGDATA", "--role", "admin", "--name", "operator")
+        run(self.binary, "pki", "issue", "--dir", pki, "--department", self.departments[0], "--role", "client", "--name", "app")
+        for f in os.listdir(secret):
+            os.chmod(os.path.join(secret, f), 0o444)  # the Secret's defaultMode, readable by fsGroup
+
+    def start(self, i):
+        env = pod_env(self.c, i)
+        name = f"{self.net}-{self.sts['metadata']['name']}-{i}"
+        user = f"{self.pod['securityContext']['runAsUser']}:{self.pod['securityContext']['runAsGroup']}"
+        volumes = {v["name"]: v for v in self.pod["volumes"]}
+        args = ["docker", "run", "-d", "--name", name, "--network", self.net,
+                "--network-alias", self.fqdn(i), "--hostname", f"{self.sts['metadata']['name']}-{i}",
+                "--user", user, "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+                "-p", f"127.0.0.1::{self.grpc_port}", "-p", f"127.0.0.1::{self.ops_port}"]
+        for m in self.c["volumeMounts"]:
+            v = volumes.get(m["name"], {})
+            if "secret" in v:
+                args += ["-v", f"{self.secrets[v['secret']['secretName']]}:{m['mountPath']}:ro"]
+            elif "emptyDir" in v and m["name"] != "data":
+                args += ["--tmpfs", f"{m['mountPath']}:rw,uid=65532,gid=65532,mode=0700"]
+            else:  # the data volume: a PVC, or an emptyDir without persistence
+                data = os.path.join(self.work, f"data-{i}")
+                os.makedirs(data, mode=0o700, exist_ok=True)
+                os.chown(data, 65532, 65532)
+                args += ["-v", f"{data}:{m['mountPath']}"]
+        if self.c["securityContext"].get("readOnlyRootFilesystem"):
+            args.append("--read-only")
+        for k, v in env.items():
+            args += ["-e", f"{k}={v}"]
+        args += [self.image] + self.c.get("args", [])
+        run("docker", "rm", "-f", name, check=False)
+        run(*args)
+        self.pods[i] = name
+
+    def stop(self, i):
+        run("docker", "rm", "-f", self.pods.pop(i), check=False)
+
+    def port(self, i, p):
+        out = run("docker", "port", self.pods[i], f"{p}/tcp").stdout.strip().splitlines()[0]
+        return out.rsplit(":", 1)[1]
+
+    def wait_ready(self, i, deadline):
+        """The probes: grpc.health.v1 on the ops port, as the kubelet calls it."""
+        while True:
+            r = run("grpcurl", "-plaintext", "-max-time", "2", f"127.0.0.1:{self.port(i, self.ops_port)}",
+                    "grpc.health.v1.Health/Check", check=False)
+            if '"SERVING"' in r.stdout:
+                return
+            if time.time() > deadline:
+                logs = run("docker", "logs", self.pods[i], check=False)
+                fail(f"pod {i} never became ready: {r.stderr}\n{logs.stdout}{logs.stderr}")
+            time.sleep(0.5)
+
+    def grpcurl(self, i, method, cert, data=None):
+        args = ["grpcurl", "-cacert", f"{self.pki}/ca.pem", "-cert", f"{self.pki}/{cert}.pem",
+                "-key", f"{self.pki}/{cert}.key", "-servername", self.fqdn(i)]
+        if data is not None:
+            args += ["-d", json.dumps(data, ensure_ascii=False)]
+        return run(*args, f"127.0.0.1:{self.port(i, self.grpc_port)}", method, check=False)
+
+    def wait_members(self, voters, members, within=90):
+        """Polls Status at pod 0 until the membership is `voters` voters among
+        `members` members; returns the status."""
+        deadline, last = time.time() + within, ""
         while time.time() < deadline:
-            r = run("grpcurl", *admin, "-servername", fqdn(0), f"127.0.0.1:{port(names[0], grpc_port)}",
-                    "concord.cluster.v1.ClusterService/Status", check=False)
+            r = self.grpcurl(0, "concord.cluster.v1.ClusterService/Status", "BIGDATA-admin-operator")
             last = r.stdout + r.stderr
             if r.returncode == 0 and '"leaderId"' in r.stdout:
                 s = json.loads(r.stdout)
-                if len(s.get("members", [])) == len(departments):
-                    status = s
-                    break
+                ms = s.get("members", [])
+                if len(ms) == members and len([m for m in ms if m.get("voter")]) == voters:
+                    return s
             time.sleep(0.5)
-        if not status:
-            fail(f"the rendered pods did not all become members: {last}")
-        voters = [m for m in status.get("members", []) if m.get("voter")]
-        if len(voters) != int(env0["CONCORD_VOTERS"]):
-            fail(f"{len(voters)} voters: {status}")
-        # A department's write through its own pod, by the names the chart gives.
-        client = ["-cacert", f"{pki}/ca.pem", "-cert", f"{pki}/{departments[0]}-client-app.pem",
-                  "-key", f"{pki}/{departments[0]}-client-app.key"]
-        entity = {"request_id": "chart-boot", "entity": {"uscc": "91140311729YDWUJ0U", "name": "郊区成品油经营有限公司",
+        fail(f"no membership of {voters} voters among {members} members: {last}")
+
+    def write(self, request_id):
+        """A department's write through its own pod, by the names the chart gives."""
+        entity = {"request_id": request_id, "entity": {"uscc": "91140311729YDWUJ0U", "name": "郊区成品油经营有限公司",
                   "district": "郊区", "industry": "refined_oil", "licence": "ACTIVE"}}
-        r = run("grpcurl", *client, "-servername", fqdn(0), "-d", json.dumps(entity, ensure_ascii=False),
-                f"127.0.0.1:{port(names[0], grpc_port)}", "concord.entity.v1.EntityService/RegisterEntity", check=False)
-        if r.returncode != 0:
+        r = self.grpcurl(0, "concord.entity.v1.EntityService/RegisterEntity", f"{self.departments[0]}-client-app", entity)
+        if r.returncode != 0 and "AlreadyExists" not in r.stderr:
             fail(f"RegisterEntity through pod 0: {r.stderr}")
-        leader = status["leaderId"]
-        print(f"ok: boot ({label}): {len(names)} pods from the rendered StatefulSet formed a cluster "
-              f"(leader node {leader}, {len(voters)} voters, {len(names) - len(voters)} learners joined), "
+
+    def upgrade(self, docs):
+        """`helm upgrade`: pods beyond the new replica count are deleted, then the
+        rest are replaced highest ordinal first, each once the last is ready, and
+        new pods are created (podManagementPolicy Parallel)."""
+        old = len(self.departments)
+        self.render(docs)
+        new = len(self.departments)
+        for i in range(new, old):
+            self.stop(i)
+        for i in range(old, new):
+            self.start(i)
+        for i in reversed(range(min(old, new))):
+            self.stop(i)
+            self.start(i)
+            self.wait_ready(i, time.time() + 60)
+
+    def close(self):
+        for i in list(self.pods):
+            self.stop(i)
+        run("docker", "network", "rm", self.net, check=False)
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def boot(label, docs):
+    cluster = Cluster(docs)
+    try:
+        for i in range(len(cluster.departments)):
+            cluster.start(i)
+        deadline = time.time() + 60
+        for i in range(len(cluster.departments)):
+            cluster.wait_ready(i, deadline)
+        # Every pod becomes a member without anyone's help: the first `voters` from
+        # pod 0's bootstrap, the rest by joining as learners.
+        voters = int(cluster.env0["CONCORD_VOTERS"])
+        status = cluster.wait_members(voters, len(cluster.departments))
+        cluster.write("chart-boot")
+        print(f"ok: boot ({label}): {len(cluster.departments)} pods from the rendered StatefulSet formed a cluster "
+              f"(leader node {status['leaderId']}, {voters} voters, {len(cluster.departments) - voters} learners joined), "
               f"probes SERVING, a write served")
     finally:
-        for name in names:
-            run("docker", "rm", "-f", name, check=False)
-        run("docker", "network", "rm", net, check=False)
-        shutil.rmtree(work, ignore_errors=True)
+        cluster.close()
+
+
+def scale(chart):
+    """Membership keeps itself through upgrades: more voters, fewer voters, fewer pods.
+    With the dev CA, so a department added by an upgrade needs no new Secret entry."""
+    steps = [
+        ("4 departments, 3 voters", {"departments": ["SAMR", "TRANS", "JUST", "NDRC"], "voters": 3}),
+        ("5 departments, 5 voters", {"departments": ["SAMR", "TRANS", "JUST", "NDRC", "ECO"], "voters": 5}),
+        ("5 departments, 3 voters", {"departments": ["SAMR", "TRANS", "JUST", "NDRC", "ECO"], "voters": 3}),
+        ("3 departments, 3 voters", {"departments": ["SAMR", "TRANS", "JUST"], "voters": 3}),
+    ]
+    steps = [(label, {**values, "tls": {"devCA": True}}) for label, values in steps]
+    cluster = None
+    try:
+        for n, (label, values) in enumerate(steps):
+            docs, _ = render(chart, values)
+            if cluster is None:
+                cluster = Cluster(docs)
+                for i in range(len(cluster.departments)):
+                    cluster.start(i)
+            else:
+                cluster.upgrade(docs)
+            s = cluster.wait_members(values["voters"], len(values["departments"]))
+            cluster.write(f"chart-scale-{n}")
+            ids = sorted(int(m["nodeId"]) for m in s["members"] if m.get("voter"))
+            print(f"ok: scale ({label}): {len(s['members'])} members, voters {ids}, a write served")
+    finally:
+        if cluster:
+            cluster.close()
 
 
 def main():
@@ -238,6 +349,8 @@ def main():
     if "--no-boot" not in sys.argv:
         boot("default", rendered["default"])
         boot("learners beyond the voters", rendered["learners beyond the voters"])
+        boot("dev CA", rendered["dev CA"])
+        scale(chart)
 
 
 if __name__ == "__main__":

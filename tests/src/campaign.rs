@@ -74,6 +74,8 @@ pub struct History {
     pub events: Mutex<BTreeMap<String, Vec<(u64, String, String)>>>,
     /// Per watcher: the revision it is known to be complete up to.
     pub seen_upto: Mutex<BTreeMap<String, u64>>,
+    /// Per watcher: streams it opened, and why the last one ended.
+    pub watch_streams: Mutex<BTreeMap<String, (usize, String)>>,
 }
 
 /// One register: a draft item led by `department`, whose node is `node`.
@@ -89,6 +91,9 @@ pub struct Workload {
     started: Instant,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// The revision every watch must reach (set once the replicas converged).
+    watch_until: watch::Sender<Option<u64>>,
+    watchers: Vec<JoinHandle<()>>,
     pub history: Arc<History>,
     pub registers: Vec<Register>,
     pub start_revision: u64,
@@ -129,8 +134,10 @@ impl Workload {
         }
         let started = Instant::now();
         let (stop, stopped) = watch::channel(false);
+        let (watch_until, until) = watch::channel(None);
         let history = Arc::new(History::default());
         let mut tasks = vec![];
+        let mut watchers = vec![];
         for reg in &registers {
             let channel = cluster.channel(reg.node);
             tasks.push(tokio::spawn(writer(
@@ -148,32 +155,45 @@ impl Workload {
                 started,
                 stopped.clone(),
             )));
-            tasks.push(tokio::spawn(watcher(
+            watchers.push(tokio::spawn(watcher(
                 reg.department.clone(),
                 registers.iter().map(|r| r.item.clone()).collect(),
                 WatchServiceClient::new(channel),
                 start_revision + 1,
                 history.clone(),
-                stopped.clone(),
+                until.clone(),
             )));
         }
         Ok(Workload {
             started,
             stop,
             tasks,
+            watch_until,
+            watchers,
             history,
             registers,
             start_revision,
         })
     }
 
-    /// Stops the clients (writes in doubt are retried to their end first).
+    /// Stops the writers and readers (writes in doubt are retried to their end
+    /// first). Watches go on until [`Workload::finish_watches`].
     pub async fn stop(&mut self) {
         let _ = self.stop.send(true);
         for t in self.tasks.drain(..) {
             let _ = t.await;
         }
         let _ = self.started;
+    }
+
+    /// Lets every watch follow until it has seen revision `head` (the replicas'
+    /// converged head), or until [`WATCH_CATCH_UP`] passes: a replica that has just
+    /// installed a snapshot may serve its watch late, but not never.
+    pub async fn finish_watches(&mut self, head: u64) {
+        let _ = self.watch_until.send(Some(head));
+        for t in self.watchers.drain(..) {
+            let _ = t.await;
+        }
     }
 }
 
@@ -283,25 +303,43 @@ async fn reader(
     }
 }
 
+/// How long a watch may take, after the replicas converged, to reach their head.
+pub const WATCH_CATCH_UP: Duration = Duration::from_secs(60);
+
 async fn watcher(
     department: String,
     items: Vec<String>,
     mut client: WatchServiceClient<tonic::transport::Channel>,
     mut next: u64,
     history: Arc<History>,
-    stopped: watch::Receiver<bool>,
+    until: watch::Receiver<Option<u64>>,
 ) {
     let name = format!("watch-{department}");
-    let mut stop_seen_at: Option<Instant> = None;
-    loop {
-        // After the stop, keep following until the stream is quiet for a while,
-        // so the watch ends complete up to the final revision.
-        if *stopped.borrow() {
-            let at = *stop_seen_at.get_or_insert_with(Instant::now);
-            if at.elapsed() > Duration::from_secs(10) {
-                return;
-            }
+    let mut until_seen_at: Option<Instant> = None;
+    // Done once the converged head is seen, or given up WATCH_CATCH_UP after it is known.
+    let mut done = |next: u64| match *until.borrow() {
+        Some(head) => {
+            let at = *until_seen_at.get_or_insert_with(Instant::now);
+            next > head || at.elapsed() > WATCH_CATCH_UP
         }
+        None => false,
+    };
+    let ended = |why: String| {
+        let mut s = history.watch_streams.lock().expect("streams");
+        let e = s.entry(name.clone()).or_default();
+        e.1 = why;
+    };
+    loop {
+        if done(next) {
+            return;
+        }
+        history
+            .watch_streams
+            .lock()
+            .expect("streams")
+            .entry(name.clone())
+            .or_default()
+            .0 += 1;
         let stream = client
             .watch(WatchRequest {
                 start_revision: next,
@@ -310,14 +348,31 @@ async fn watcher(
                 progress_interval_ms: 300,
             })
             .await;
-        let Ok(stream) = stream else {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            continue;
+        let mut stream = match stream {
+            Ok(s) => s.into_inner(),
+            Err(e) => {
+                ended(format!("refused at {next}: {:?} {}", e.code(), e.message()));
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                continue;
+            }
         };
-        let mut stream = stream.into_inner();
         loop {
             let msg = tokio::time::timeout(Duration::from_secs(3), stream.next()).await;
-            let Ok(Some(Ok(msg))) = msg else { break };
+            let msg = match msg {
+                Ok(Some(Ok(msg))) => msg,
+                Ok(Some(Err(e))) => {
+                    ended(format!("broke at {next}: {:?} {}", e.code(), e.message()));
+                    break;
+                }
+                Ok(None) => {
+                    ended(format!("closed by the node at {next}"));
+                    break;
+                }
+                Err(_) => {
+                    ended(format!("silent for 3 s at {next}"));
+                    break;
+                }
+            };
             for e in msg.events {
                 if items.contains(&e.key) {
                     let value = match e.record {
@@ -344,11 +399,8 @@ async fn watcher(
                 .lock()
                 .expect("seen")
                 .insert(name.clone(), next.saturating_sub(1));
-            if *stopped.borrow() {
-                let at = *stop_seen_at.get_or_insert_with(Instant::now);
-                if at.elapsed() > Duration::from_secs(10) {
-                    return;
-                }
+            if done(next) {
+                return;
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -440,7 +492,7 @@ async fn applied_writes(
 }
 
 /// Runs every check on the quiet cluster after the workload stopped.
-pub async fn check(cluster: &DockerCluster, w: &Workload) -> Report {
+pub async fn check(cluster: &DockerCluster, w: &mut Workload) -> Report {
     let mut report = Report::default();
     let ops = w.history.ops.lock().expect("history").clone();
     for o in &ops {
@@ -455,6 +507,7 @@ pub async fn check(cluster: &DockerCluster, w: &Workload) -> Report {
     }
     let head = converged_head(cluster, &mut report).await;
     report.final_revision = head;
+    w.finish_watches(head).await;
     // The applied writes per register, from every replica's audit trail.
     let mut applied: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     for reg in &w.registers {
@@ -585,9 +638,18 @@ pub async fn check(cluster: &DockerCluster, w: &Workload) -> Report {
         report.watch_events += got.len();
         let upto = seen_upto.get(&name).copied().unwrap_or(0);
         if upto < head {
-            report
-                .anomalies
-                .push(format!("{name} only got to revision {upto} of {head}"));
+            let (streams, why) = w
+                .history
+                .watch_streams
+                .lock()
+                .expect("streams")
+                .get(&name)
+                .cloned()
+                .unwrap_or_default();
+            report.anomalies.push(format!(
+                "{name} only got to revision {upto} of {head} within {} s of convergence ({streams} streams opened; the last {why})",
+                WATCH_CATCH_UP.as_secs()
+            ));
         }
         if got.windows(2).any(|p| p[0].0 >= p[1].0) {
             report
@@ -870,7 +932,7 @@ pub async fn run(options: CampaignOptions) -> anyhow::Result<(Report, String)> {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(500..1_500))).await;
     }
     workload.stop().await;
-    let mut report = check(&cluster, &workload).await;
+    let mut report = check(&cluster, &mut workload).await;
     report.anomalies.extend(recovery_failures);
     let faults: usize = injected.values().sum();
     let summary = format!(

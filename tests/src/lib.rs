@@ -96,6 +96,7 @@ impl TestPki {
             cert: f.cert,
             key: f.key,
             reload_interval_ms: 100,
+            ..TlsSettings::default()
         }
     }
 
@@ -217,6 +218,7 @@ fn node_config(
         },
         housekeeping: hk.clone(),
         tls: pki.node_settings(department),
+        membership: Default::default(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The Helm chart: lint, render with several values sets, validate every manifest
 //! against the Kubernetes schemas, and boot the rendered StatefulSet in Docker
-//! (helm/tests/test_chart.py, offline: helm-python-sdk embeds Helm v4). In CI the
+//! (helm/tests/test_chart.py, offline: helm-python-sdk embeds Helm v4), with its own
+//! dev CA too, then upgrade it through voter and department changes. In CI the
 //! tools and Docker must be there; elsewhere their absence skips the test.
 
 use std::path::Path;
@@ -46,4 +47,15 @@ fn the_chart_lints_renders_validates_and_boots_a_cluster() {
         text.contains("ok: boot (learners beyond the voters)"),
         "{text}"
     );
+    // tls.devCA: the nodes issue their own certificates from the chart's CA, and an
+    // admin certificate from that CA is accepted.
+    assert!(text.contains("ok: boot (dev CA)"), "{text}");
+    // Membership follows `voters` and `departments` through upgrades by itself.
+    for step in [
+        "ok: scale (5 departments, 5 voters): 5 members, voters [1, 2, 3, 4, 5]",
+        "ok: scale (5 departments, 3 voters): 5 members",
+        "ok: scale (3 departments, 3 voters): 3 members, voters [1, 2, 3]",
+    ] {
+        assert!(text.contains(step), "{step} missing:\n{text}");
+    }
 }

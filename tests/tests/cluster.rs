@@ -540,3 +540,65 @@ async fn a_bootstrapping_node_that_lost_its_disk_rejoins_instead_of_starting_a_s
     assert!(item.item.is_some());
     c.shutdown().await;
 }
+
+/// Voters and members as node 1 reports them, once they match.
+async fn must_have_membership(c: &Cluster, at: u64, voters: &[u64], members: usize) {
+    must_eventually(
+        Duration::from_secs(30),
+        &format!("voters {voters:?} among {members} members"),
+        || async move {
+            let s = c.status(at).await.ok()?;
+            let v: Vec<u64> = s
+                .members
+                .iter()
+                .filter(|m| m.voter)
+                .map(|m| m.node_id)
+                .collect();
+            (v == voters && s.members.len() == members).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_leader_keeps_the_configured_voters_and_removes_nodes_above_the_last_id() {
+    let mut c = Cluster::start(1).await;
+    let eco = c.start_joining("ECO").await;
+    let emer = c.start_joining("EMER").await;
+    must_have_membership(&c, 1, &[1], 3).await;
+    // Rolling restarts with a new membership target, as a Helm upgrade does.
+    async fn roll(c: &mut Cluster, voters: usize, max_node_id: Option<u64>) {
+        let ids: Vec<u64> = c.nodes.keys().copied().collect();
+        for id in ids {
+            c.stop(id).await;
+            let m = &mut c.nodes.get_mut(&id).expect("node").config.membership;
+            m.voters = Some(voters);
+            m.max_node_id = max_node_id;
+            m.interval_ms = 200;
+            c.restart(id).await;
+        }
+    }
+    // With a target of 3, the caught-up learners are promoted.
+    roll(&mut c, 3, None).await;
+    must_have_membership(&c, 1, &[1, eco, emer], 3).await;
+    let (_, rev) = create(&c, eco, "promoted-1", "成品油联合抽查")
+        .await
+        .unwrap();
+    c.must_apply(emer, rev).await;
+    // With 2, one voter (never the leader) becomes a learner again.
+    roll(&mut c, 2, None).await;
+    must_eventually(Duration::from_secs(30), "two voters of three", || async {
+        let s = c.status(1).await.ok()?;
+        (s.members.iter().filter(|m| m.voter).count() == 2 && s.members.len() == 3).then_some(())
+    })
+    .await;
+    // Shrunk to node ids up to 2 (a StatefulSet scaled down): node 3 leaves the
+    // cluster, voter or learner, leader or not, and 1 and 2 end up the voters.
+    roll(&mut c, 2, Some(2)).await;
+    must_have_membership(&c, 1, &[1, eco], 2).await;
+    let (_, rev) = create(&c, 1, "after-shrink", "成品油联合抽查")
+        .await
+        .unwrap();
+    c.must_apply(eco, rev).await;
+    c.shutdown().await;
+}

@@ -63,6 +63,40 @@ pub struct NodeConfig {
     pub housekeeping: Housekeeping,
     #[serde(default)]
     pub tls: TlsSettings,
+    #[serde(default)]
+    pub membership: MembershipTarget,
+}
+
+/// The membership the leader keeps by itself (see `membership.rs`). Unset fields
+/// leave that part to the operator's ClusterService calls.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MembershipTarget {
+    /// Keep this many voters: caught-up learners are promoted (lowest node id first)
+    /// and voters above it made learners (highest first, never the leader).
+    pub voters: Option<usize>,
+    /// Members with a node id above this are removed: the pods of a scaled-down
+    /// StatefulSet.
+    pub max_node_id: Option<u64>,
+    /// With it, only members whose address is this template with `{index}` = node
+    /// id - 1 are managed; a node joined by hand elsewhere is left alone.
+    pub peer_template: Option<String>,
+    /// A learner within this many entries of the leader's log counts as caught up.
+    pub catch_up_entries: u64,
+    /// How often the leader compares the membership with this target.
+    pub interval_ms: u64,
+}
+
+impl Default for MembershipTarget {
+    fn default() -> Self {
+        MembershipTarget {
+            voters: None,
+            max_node_id: None,
+            peer_template: None,
+            catch_up_entries: 1_000,
+            interval_ms: 2_000,
+        }
+    }
 }
 
 /// Mutual TLS on every port. The three files are PEM; see docs/security.md.
@@ -76,6 +110,13 @@ pub struct TlsSettings {
     /// This node's certificate (role `node`, this node's department).
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// Development only: the CA's private key. When set, the node issues itself a
+    /// fresh node certificate (its department, its advertised host and localhost)
+    /// into `cert`/`key` at every start. The Helm chart's `tls.devCA` uses it; a CA
+    /// key on every node is no place for real data.
+    pub ca_key: Option<PathBuf>,
+    /// More names for that self-issued certificate (e.g. the department's Service).
+    pub hosts: Vec<String>,
     /// How often the files are checked for rotation.
     pub reload_interval_ms: u64,
 }
@@ -87,6 +128,8 @@ impl Default for TlsSettings {
             ca: PathBuf::new(),
             cert: PathBuf::new(),
             key: PathBuf::new(),
+            ca_key: None,
+            hosts: Vec::new(),
             reload_interval_ms: 2000,
         }
     }
@@ -267,20 +310,52 @@ fn statefulset_identity(
         );
     }
     table.insert("initial_members".into(), toml::Value::Table(members));
-    // Pods beyond the voters join as learners through the voters. Pod 0 asks the
-    // other voters before initialising, so an empty disk does not start a second
-    // cluster.
+    // The leader keeps the voter count and removes the pods a scale-down took away
+    // (node ids above the department list), so scaling needs no operator.
+    let mut target = toml::Table::new();
+    target.insert("voters".into(), toml::Value::Integer(voters.max(1) as i64));
+    target.insert(
+        "max_node_id".into(),
+        toml::Value::Integer(departments.len() as i64),
+    );
+    target.insert(
+        "peer_template".into(),
+        toml::Value::String(template.clone()),
+    );
+    match table
+        .entry("membership")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+    {
+        toml::Value::Table(m) => {
+            for (k, v) in target {
+                m.entry(k).or_insert(v);
+            }
+        }
+        _ => return Err(invalid("membership", "must be a table")),
+    }
+    // Every pod asks the first voters to add it until it is a member: pods beyond
+    // the voters join as learners, and so does a pod below a `voters` raised after
+    // the cluster began (the leader then promotes it). An initial voter finds
+    // itself a member once pod 0 initialises and stops asking. Pod 0 asks before
+    // initialising, so an empty disk does not start a second cluster.
     let seeds: Vec<toml::Value> = (0..voters.max(1).min(departments.len()))
         .filter(|i| *i != index)
         .map(|i| toml::Value::String(peer(i)))
         .collect();
-    if (index >= voters.max(1) || index == 0) && !seeds.is_empty() {
+    if !seeds.is_empty() {
         table.insert("join".into(), toml::Value::Array(seeds));
     }
     if let Some(toml::Value::Table(tls)) = table.get_mut("tls") {
-        for key in ["ca", "cert", "key"] {
+        for key in ["ca", "cert", "key", "ca_key"] {
             if let Some(toml::Value::String(p)) = tls.get_mut(key) {
                 *p = p.replace("{department}", department);
+            }
+        }
+        if let Some(toml::Value::Array(hosts)) = tls.get_mut("hosts") {
+            for h in hosts.iter_mut() {
+                if let toml::Value::String(s) = h {
+                    *s = s.replace("{department}", &department.to_lowercase());
+                }
             }
         }
     }
@@ -307,7 +382,7 @@ impl NodeConfig {
             }
             None => toml::Table::new(),
         };
-        let overrides: [(&str, &str, bool); 13] = [
+        let overrides: [(&str, &str, bool); 15] = [
             ("CONCORD_NODE_ID", "node_id", true),
             ("CONCORD_DEPARTMENT", "department", false),
             ("CONCORD_LISTEN", "listen", false),
@@ -320,6 +395,8 @@ impl NodeConfig {
             ("CONCORD_TLS_CA", "tls.ca", false),
             ("CONCORD_TLS_CERT", "tls.cert", false),
             ("CONCORD_TLS_KEY", "tls.key", false),
+            ("CONCORD_TLS_CA_KEY", "tls.ca_key", false),
+            ("CONCORD_TLS_HOSTS", "tls.hosts", false),
             ("CONCORD_INSECURE", "tls.insecure", false),
         ];
         for (var, key, numeric) in overrides {
@@ -330,7 +407,7 @@ impl NodeConfig {
                     "false" | "0" => false,
                     _ => return Err(invalid(var, format!("{value:?} is not true or false"))),
                 }),
-                "join" => toml::Value::Array(
+                "join" | "tls.hosts" => toml::Value::Array(
                     value
                         .split(',')
                         .map(str::trim)
@@ -466,6 +543,21 @@ impl NodeConfig {
         if self.housekeeping.tick_interval_ms == 0 {
             return Err(invalid("housekeeping.tick_interval_ms", "must be positive"));
         }
+        let m = &self.membership;
+        if m.voters == Some(0) {
+            return Err(invalid("membership.voters", "must be at least 1"));
+        }
+        if m.max_node_id == Some(0) {
+            return Err(invalid("membership.max_node_id", "must be at least 1"));
+        }
+        if let Some(t) = &m.peer_template {
+            if !t.contains("{index}") {
+                return Err(invalid("membership.peer_template", "must contain {index}"));
+            }
+        }
+        if m.interval_ms == 0 {
+            return Err(invalid("membership.interval_ms", "must be positive"));
+        }
         Ok(())
     }
 
@@ -556,11 +648,21 @@ mod tests {
             "JUST@concord-2.concord-peers.gov.svc:7000"
         );
         assert_eq!(first.join.len(), 2, "pod 0 asks the other voters first");
+        // An initial voter asks too: with `voters` raised in an upgrade, a new pod
+        // below it is no initial member and must join.
+        assert_eq!(pod("1").unwrap().join.len(), 2);
         let fourth = pod("3").unwrap();
         assert_eq!((fourth.node_id, fourth.department.as_str()), (4, "ECO"));
         assert!(!fourth.bootstrap);
         assert_eq!(fourth.join.len(), 3, "a learner joins through the voters");
         assert_eq!(fourth.tls.cert, PathBuf::from("/pki/ECO-node.pem"));
+        // The leader keeps 3 voters and removes pods beyond the 4 departments.
+        assert_eq!(fourth.membership.voters, Some(3));
+        assert_eq!(fourth.membership.max_node_id, Some(4));
+        assert_eq!(
+            fourth.membership.peer_template.as_deref(),
+            Some("concord-{index}.concord-peers.gov.svc:7000")
+        );
         // A pod beyond the department list is refused, naming the setting.
         let e = pod("4").unwrap_err().to_string();
         assert!(e.contains("CONCORD_POD_INDEX"), "{e}");

@@ -5,6 +5,7 @@
 //! - [`config`]: TOML + `CONCORD_*` environment, validated.
 //! - [`server`]: wiring config → store → network → Raft → gRPC server.
 //! - [`core`]: writes through the leader, read barriers, membership, ticks, bootstrap.
+//! - [`membership`]: the leader keeps the configured voter count and removes scaled-down pods.
 //! - [`network`]: openraft's network over the internal `RaftService`, and forwarding.
 //! - [`services`]: one module per gRPC service; handlers validate → propose/read → map.
 //! - [`auth`]: who the caller is (certificate identity) and what they may call here.
@@ -21,6 +22,7 @@ pub mod config;
 pub mod convert;
 pub mod core;
 pub mod error;
+pub mod membership;
 pub mod metrics;
 pub mod network;
 pub mod ops;

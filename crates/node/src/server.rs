@@ -47,6 +47,56 @@ pub enum StartError {
     Tls(String),
 }
 
+/// The development CA mode (`tls.ca_key`): a node certificate for this node's
+/// department, valid for its advertised host and localhost (for port-forwards),
+/// written where `tls.cert` and `tls.key` point. Issued afresh at every start, so a
+/// restart renews it.
+fn issue_own_certificate(config: &NodeConfig, ca_key: &std::path::Path) -> Result<(), StartError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).map_err(|e| StartError::Tls(format!("{}: {e}", p.display())))
+    };
+    let ca = concord_pki::Ca::from_pem(&read(&config.tls.ca)?, &read(ca_key)?).map_err(|e| {
+        StartError::Tls(format!(
+            "tls.ca_key {} with tls.ca {}: {e}",
+            ca_key.display(),
+            config.tls.ca.display()
+        ))
+    })?;
+    let identity = concord_pki::Identity::new(
+        &config.department,
+        concord_pki::CertRole::Node,
+        &format!("node-{}", config.node_id),
+    )
+    .map_err(|e| StartError::Tls(e.to_string()))?;
+    let host = config
+        .advertise
+        .rsplit_once(':')
+        .map_or(config.advertise.as_str(), |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let mut hosts = vec![host.to_string(), "localhost".to_string()];
+    hosts.extend(config.tls.hosts.iter().cloned());
+    let issued = ca
+        .issue(&identity, &hosts, concord_pki::Validity::days_from_now(365))
+        .map_err(|e| StartError::Tls(format!("issuing this node's certificate: {e}")))?;
+    for (path, pem, private) in [
+        (&config.tls.key, &issued.key_pem, true),
+        (&config.tls.cert, &issued.cert_pem, false),
+    ] {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StartError::Tls(format!("{}: {e}", dir.display())))?;
+        }
+        concord_pki::layout::write_atomically(path, pem, private)
+            .map_err(|e| StartError::Tls(e.to_string()))?;
+    }
+    tracing::warn!(
+        cert = %config.tls.cert.display(),
+        "tls.ca_key is set: this node issued its own certificate from a CA key it holds; development only"
+    );
+    Ok(())
+}
+
 /// Loads this node's certificates and checks they speak for this node.
 fn load_tls(config: &NodeConfig) -> Result<Option<Arc<ReloadingTls>>, StartError> {
     if config.tls.insecure {
@@ -55,6 +105,9 @@ fn load_tls(config: &NodeConfig) -> Result<Option<Arc<ReloadingTls>>, StartError
              never run a cluster that holds real data like this"
         );
         return Ok(None);
+    }
+    if let Some(ca_key) = &config.tls.ca_key {
+        issue_own_certificate(config, ca_key)?;
     }
     let tls = ReloadingTls::load(config.tls.files()).map_err(|e| StartError::Tls(e.to_string()))?;
     let id = tls.identity();
@@ -293,6 +346,10 @@ pub async fn start_with_listener(
     };
 
     tokio::spawn(core.clone().run_ticker());
+    tokio::spawn(crate::membership::run(
+        core.clone(),
+        core.config.membership.clone(),
+    ));
     if !config.join.is_empty() {
         tokio::spawn(crate::services::join::join_until_member(
             core.clone(),

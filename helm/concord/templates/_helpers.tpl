@@ -21,3 +21,7 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
+
+{{- define "concord.devCA" -}}
+{{- printf "%s-dev-ca" (include "concord.fullname" .) -}}
+{{- end -}}

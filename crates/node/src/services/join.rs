@@ -84,6 +84,14 @@ impl JoinService for JoinSvc {
                 r.node_id, n.department, n.addr
             )));
         }
+        // A pod a scale-down removed must not come back in by asking.
+        if crate::membership::removed(&self.core.config.membership, r.node_id, &r.addr) {
+            return Err(Status::failed_precondition(format!(
+                "node {} is above membership.max_node_id {}: its pod was scaled away",
+                r.node_id,
+                self.core.config.membership.max_node_id.unwrap_or(0)
+            )));
+        }
         tracing::info!(node_id = r.node_id, addr = %r.addr, %department, "adding a joining node as a learner");
         self.core
             .add_learner(
