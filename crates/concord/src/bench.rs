@@ -25,6 +25,8 @@ use tonic::transport::Channel;
 
 use crate::local::{LocalCluster, Spec};
 
+mod scale;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Op {
     /// CaseService/PushCase: a clue handed to the next endpoint's department.
@@ -76,6 +78,11 @@ pub struct BenchArgs {
     /// --local: port of the first node.
     #[arg(long, default_value_t = 7101)]
     base_port: u16,
+    /// --local: instead of the suite, load this many cases into a fresh cluster and
+    /// measure the scale targets (node RSS and disk, restart to serving after
+    /// kill -9, a new learner's catch-up by snapshot). --clients sets the loaders.
+    #[arg(long, value_name = "RECORDS")]
+    scale: Option<u64>,
 }
 
 struct Endpoint {
@@ -96,6 +103,9 @@ struct Figures {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let (true, Some(records)) = (args.local, args.scale) {
+        return scale::run(&args, records).await;
+    }
     if args.local {
         return run_local(&args).await;
     }
@@ -157,6 +167,7 @@ async fn run_local(args: &BenchArgs) -> anyhow::Result<()> {
         base_port: args.base_port,
         insecure: args.insecure,
         env: vec![],
+        later: 0,
     })
     .await?;
     println!(

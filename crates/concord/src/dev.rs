@@ -48,6 +48,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         base_port: args.base_port,
         insecure: args.insecure_dev,
         env: vec![],
+        later: 0,
     })
     .await?;
     let ready_ms = started.elapsed().as_millis();

@@ -22,9 +22,13 @@ pub struct Spec<'a> {
     pub insecure: bool,
     /// Further `CONCORD_*` settings for every node.
     pub env: Vec<(String, String)>,
+    /// The last `later` departments are not started now: [`LocalCluster::start_later`]
+    /// starts each and adds it as a learner (a learner that joins a loaded cluster).
+    pub later: usize,
 }
 
 pub struct LocalCluster {
+    /// The running nodes, in department order (those started so far).
     pub children: Vec<tokio::process::Child>,
     pub addrs: Vec<String>,
     pub departments: Vec<String>,
@@ -33,6 +37,18 @@ pub struct LocalCluster {
     pub admin: Identity,
     /// The admin's TLS (None when insecure).
     pub tls: Option<Arc<ReloadingTls>>,
+    launch: Launch,
+}
+
+/// How node `i` is started, kept so a node can be started again or later.
+struct Launch {
+    exe: PathBuf,
+    dir: PathBuf,
+    insecure: bool,
+    env: Vec<(String, String)>,
+    /// `CONCORD_INITIAL_MEMBERS` of the voters.
+    members: String,
+    voters: usize,
 }
 
 impl LocalCluster {
@@ -61,57 +77,32 @@ impl LocalCluster {
         let members: Vec<String> = (0..spec.voters)
             .map(|i| format!("{}={}@{}", i + 1, spec.departments[i], addrs[i]))
             .collect();
-        let mut children = vec![];
-        for (i, department) in spec.departments.iter().enumerate() {
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(spec.dir.join(format!("node-{}.log", i + 1)))?;
-            let mut command = tokio::process::Command::new(&exe);
-            if spec.insecure {
-                command.env("CONCORD_INSECURE", "true");
-            } else {
-                let node = identities
-                    .iter()
-                    .find(|id| id.department == *department && id.role == CertRole::Node)
-                    .context("the dev PKI has a node certificate per department")?;
-                let files = concord_pki::layout::tls_files(&pki_dir, node);
-                command
-                    .env("CONCORD_TLS_CA", files.ca)
-                    .env("CONCORD_TLS_CERT", files.cert)
-                    .env("CONCORD_TLS_KEY", files.key);
-            }
-            let initial = if i < spec.voters {
-                members.join(",")
-            } else {
-                String::new()
-            };
-            let child = command
-                .arg("node")
-                .env("CONCORD_NODE_ID", (i + 1).to_string())
-                .env("CONCORD_DEPARTMENT", department)
-                .env("CONCORD_LISTEN", &addrs[i])
-                .env("CONCORD_DATA_DIR", spec.dir.join(format!("node-{}", i + 1)))
-                .env("CONCORD_BOOTSTRAP", if i == 0 { "true" } else { "false" })
-                .env("CONCORD_INITIAL_MEMBERS", initial)
-                .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .kill_on_drop(true)
-                .spawn()
-                .with_context(|| format!("starting node {}", i + 1))?;
-            children.push(child);
-        }
         let mut cluster = LocalCluster {
-            children,
+            children: vec![],
             addrs,
             departments: spec.departments.iter().map(|d| d.to_string()).collect(),
             pki_dir,
             identities,
             admin,
             tls,
+            launch: Launch {
+                exe,
+                dir: spec.dir.to_path_buf(),
+                insecure: spec.insecure,
+                env: spec.env.clone(),
+                members: members.join(","),
+                voters: spec.voters,
+            },
         };
+        let now = spec
+            .departments
+            .len()
+            .saturating_sub(spec.later)
+            .max(spec.voters);
+        for i in 0..now {
+            let child = cluster.spawn(i)?;
+            cluster.children.push(child);
+        }
         let voters = spec.voters;
         // A child that exits during start (say, its port is taken) fails the start
         // rather than being masked by whatever else answers on that port.
@@ -119,8 +110,10 @@ impl LocalCluster {
         let ready = tokio::select! {
             ready = async {
                 wait_ready(&cluster.addrs[..voters], cluster.tls.clone(), Duration::from_secs(30)).await?;
-                cluster.add_learners(voters).await?;
-                wait_ready(&cluster.addrs[voters..], cluster.tls.clone(), Duration::from_secs(30)).await
+                for i in voters..now {
+                    cluster.add_learner(i, true).await?;
+                }
+                wait_ready(&cluster.addrs[voters..now], cluster.tls.clone(), Duration::from_secs(30)).await
             } => {
                 ready.map_err(|e| anyhow::anyhow!("the cluster did not become ready: {e:#}"))
             }
@@ -149,6 +142,75 @@ impl LocalCluster {
         Ok(Some(crate::pki::load(&self.pki_dir, id)?))
     }
 
+    /// Starts node `i` (department `i`, node id `i + 1`) as a `concord node` child
+    /// with its log appended to `node-<id>.log`.
+    fn spawn(&self, i: usize) -> anyhow::Result<tokio::process::Child> {
+        let l = &self.launch;
+        let department = &self.departments[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(l.dir.join(format!("node-{}.log", i + 1)))?;
+        let mut command = tokio::process::Command::new(&l.exe);
+        if l.insecure {
+            command.env("CONCORD_INSECURE", "true");
+        } else {
+            let node = self
+                .identities
+                .iter()
+                .find(|id| id.department == *department && id.role == CertRole::Node)
+                .context("the dev PKI has a node certificate per department")?;
+            let files = concord_pki::layout::tls_files(&self.pki_dir, node);
+            command
+                .env("CONCORD_TLS_CA", files.ca)
+                .env("CONCORD_TLS_CERT", files.cert)
+                .env("CONCORD_TLS_KEY", files.key);
+        }
+        let initial = if i < l.voters {
+            l.members.clone()
+        } else {
+            String::new()
+        };
+        command
+            .arg("node")
+            .env("CONCORD_NODE_ID", (i + 1).to_string())
+            .env("CONCORD_DEPARTMENT", department)
+            .env("CONCORD_LISTEN", &self.addrs[i])
+            .env("CONCORD_DATA_DIR", l.dir.join(format!("node-{}", i + 1)))
+            .env("CONCORD_BOOTSTRAP", if i == 0 { "true" } else { "false" })
+            .env("CONCORD_INITIAL_MEMBERS", initial)
+            .envs(l.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting node {}", i + 1))
+    }
+
+    /// kill -9 of node `i`, then the same node started again on its data; returns
+    /// once the new process is running (not yet serving).
+    pub async fn kill_and_restart(&mut self, i: usize) -> anyhow::Result<()> {
+        let old = &mut self.children[i];
+        old.kill().await.context("kill -9")?;
+        self.children[i] = self.spawn(i)?;
+        Ok(())
+    }
+
+    /// Starts the next department held back by `Spec::later` and adds it as a
+    /// learner; returns its index.
+    pub async fn start_later(&mut self) -> anyhow::Result<usize> {
+        let i = self.children.len();
+        if i >= self.departments.len() {
+            bail!("every department's node is running");
+        }
+        let child = self.spawn(i)?;
+        self.children.push(child);
+        // Not blocking: the caller measures the catch-up itself.
+        self.add_learner(i, false).await?;
+        Ok(i)
+    }
+
     pub fn pids(&self) -> Vec<u32> {
         self.children.iter().filter_map(|c| c.id()).collect()
     }
@@ -166,45 +228,42 @@ impl LocalCluster {
         }
     }
 
-    /// Adds the nodes after the voters as learners, at the leader (admin writes run
-    /// there only); a node that is a member already is left as it is.
-    async fn add_learners(&self, voters: usize) -> anyhow::Result<()> {
+    /// Adds node `i` as a learner, at the leader (admin writes run there only); a
+    /// node that is a member already is left as it is.
+    async fn add_learner(&self, i: usize, blocking: bool) -> anyhow::Result<()> {
+        let voters = self.launch.voters;
         let deadline = Instant::now() + Duration::from_secs(30);
         let channel = |addr: &str| concord_node::client::channel(addr, self.tls.clone());
-        for i in voters..self.addrs.len() {
-            loop {
-                let mut first = ClusterServiceClient::new(channel(&self.addrs[0])?);
-                let status = first.status(StatusRequest {}).await?.into_inner();
-                if status.members.iter().any(|m| m.node_id == i as u64 + 1) {
-                    break;
-                }
-                let leader = status.leader_id as usize;
-                if leader >= 1 && leader <= voters {
-                    let mut at_leader =
-                        ClusterServiceClient::new(channel(&self.addrs[leader - 1])?);
-                    let added = at_leader
-                        .add_learner(concord_proto::cluster::v1::AddLearnerRequest {
-                            node_id: i as u64 + 1,
-                            addr: self.addrs[i].clone(),
-                            department: self.departments[i].clone(),
-                            blocking: Some(true),
-                        })
-                        .await;
-                    if added.is_ok() {
-                        break;
-                    }
-                }
-                if Instant::now() > deadline {
-                    bail!(
-                        "could not add {} (node {}) as a learner",
-                        self.departments[i],
-                        i + 1
-                    );
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+        loop {
+            let mut first = ClusterServiceClient::new(channel(&self.addrs[0])?);
+            let status = first.status(StatusRequest {}).await?.into_inner();
+            if status.members.iter().any(|m| m.node_id == i as u64 + 1) {
+                return Ok(());
             }
+            let leader = status.leader_id as usize;
+            if leader >= 1 && leader <= voters {
+                let mut at_leader = ClusterServiceClient::new(channel(&self.addrs[leader - 1])?);
+                let added = at_leader
+                    .add_learner(concord_proto::cluster::v1::AddLearnerRequest {
+                        node_id: i as u64 + 1,
+                        addr: self.addrs[i].clone(),
+                        department: self.departments[i].clone(),
+                        blocking: Some(blocking),
+                    })
+                    .await;
+                if added.is_ok() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "could not add {} (node {}) as a learner",
+                    self.departments[i],
+                    i + 1
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(())
     }
 }
 
