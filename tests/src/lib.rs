@@ -6,6 +6,7 @@
 pub mod campaign;
 pub mod docker;
 pub mod lin;
+pub mod scenario;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;

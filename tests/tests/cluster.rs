@@ -602,3 +602,14 @@ async fn the_leader_keeps_the_configured_voters_and_removes_nodes_above_the_last
     c.must_apply(eco, rev).await;
     c.shutdown().await;
 }
+
+/// The scenario `docker::the_leader_crash_scenario_loses_nothing_in_docker` runs with
+/// kill -9, here with in-process stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_leader_crash_scenario_loses_nothing_in_process() {
+    let mut c = Cluster::start(3).await;
+    concord_tests::scenario::leader_crash_loses_no_acknowledged_write(&mut c)
+        .await
+        .expect("scenario");
+    c.shutdown().await;
+}

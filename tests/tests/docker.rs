@@ -47,3 +47,18 @@ async fn a_bounded_fault_campaign_finds_no_anomaly() {
     assert!(report.reads_ok > 200, "{summary}");
     assert!(report.watch_events > 0, "{summary}");
 }
+
+/// The scenario `cluster::the_leader_crash_scenario_loses_nothing_in_process` runs
+/// in-process; here the leader's container is killed with -9.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_leader_crash_scenario_loses_nothing_in_docker() {
+    if !require_docker() {
+        return;
+    }
+    let mut cluster = concord_tests::docker::DockerCluster::start(&["SAMR", "TRANS", "JUST"])
+        .await
+        .expect("docker cluster");
+    concord_tests::scenario::leader_crash_loses_no_acknowledged_write(&mut cluster)
+        .await
+        .expect("scenario");
+}
