@@ -44,7 +44,6 @@ pub struct LocalCluster {
 struct Launch {
     exe: PathBuf,
     dir: PathBuf,
-    insecure: bool,
     env: Vec<(String, String)>,
     /// `CONCORD_INITIAL_MEMBERS` of the voters.
     members: String,
@@ -88,7 +87,6 @@ impl LocalCluster {
             launch: Launch {
                 exe,
                 dir: spec.dir.to_path_buf(),
-                insecure: spec.insecure,
                 env: spec.env.clone(),
                 members: members.join(","),
                 voters: spec.voters,
@@ -152,7 +150,7 @@ impl LocalCluster {
             .append(true)
             .open(l.dir.join(format!("node-{}.log", i + 1)))?;
         let mut command = tokio::process::Command::new(&l.exe);
-        if l.insecure {
+        if self.tls.is_none() {
             command.env("CONCORD_INSECURE", "true");
         } else {
             let node = self

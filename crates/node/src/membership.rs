@@ -58,13 +58,13 @@ fn managed(target: &MembershipTarget, id: NodeId, addr: Option<&str>) -> bool {
 
 /// Whether node `id` at `addr` is one the target removes (a pod beyond a
 /// scaled-down StatefulSet): such a node is not let back in by JoinService.
-pub fn removed(target: &MembershipTarget, id: NodeId, addr: &str) -> bool {
-    target.max_node_id.is_some_and(|max| id > max) && managed(target, id, Some(addr))
+pub fn removed(target: &MembershipTarget, id: NodeId, addr: Option<&str>) -> bool {
+    target.max_node_id.is_some_and(|max| id > max) && managed(target, id, addr)
 }
 
 pub fn plan(target: &MembershipTarget, view: &View<'_>) -> Option<Change> {
     let owned = |id: NodeId| managed(target, id, view.addrs.get(&id).copied());
-    let beyond = |id: &NodeId| target.max_node_id.is_some_and(|max| *id > max) && owned(*id);
+    let beyond = |id: &NodeId| removed(target, *id, view.addrs.get(id).copied());
     let gone: BTreeSet<NodeId> = view.learners.iter().copied().filter(beyond).collect();
     if !gone.is_empty() {
         return Some(Change::RemoveLearners(gone));

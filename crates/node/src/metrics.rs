@@ -189,7 +189,8 @@ impl Metrics {
     }
 }
 
-fn dir_size(path: &std::path::Path) -> u64 {
+/// Bytes of every file under `path` (0 where unreadable).
+pub fn dir_size(path: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(path) else {
         return 0;
     };

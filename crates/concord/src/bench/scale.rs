@@ -3,12 +3,12 @@
 //! node memory and disk, a node's restart after kill -9 until it serves again, and a
 //! new learner's catch-up (by snapshot, the log having been purged long before).
 
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use concord_node::metrics::dir_size;
 use concord_proto::case::v1::case_service_client::CaseServiceClient;
 use concord_proto::cluster::v1::cluster_service_client::ClusterServiceClient;
 use concord_proto::cluster::v1::{StatusRequest, StatusResponse};
@@ -74,7 +74,7 @@ async fn measure(args: &BenchArgs, records: u64, cluster: &mut LocalCluster) -> 
         joined(&rss_mb(&cluster.pids())),
         joined(
             &(0..3)
-                .map(|i| dir_mb(&args.dir.join(format!("node-{}", i + 1))))
+                .map(|i| dir_size(&args.dir.join(format!("node-{}", i + 1))) / (1024 * 1024))
                 .collect::<Vec<_>>()
         ),
     );
@@ -216,23 +216,6 @@ async fn wait_applied(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// Bytes under `dir`, in MB.
-fn dir_mb(dir: &Path) -> u64 {
-    fn walk(p: &Path) -> u64 {
-        std::fs::read_dir(p).map_or(0, |entries| {
-            entries
-                .flatten()
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => walk(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-    }
-    walk(dir) / (1024 * 1024)
 }
 
 fn joined(v: &[u64]) -> String {

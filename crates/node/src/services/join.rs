@@ -85,7 +85,7 @@ impl JoinService for JoinSvc {
             )));
         }
         // A pod a scale-down removed must not come back in by asking.
-        if crate::membership::removed(&self.core.config.membership, r.node_id, &r.addr) {
+        if crate::membership::removed(&self.core.config.membership, r.node_id, Some(&r.addr)) {
             return Err(Status::failed_precondition(format!(
                 "node {} is above membership.max_node_id {}: its pod was scaled away",
                 r.node_id,
