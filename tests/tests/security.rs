@@ -134,7 +134,7 @@ async fn every_refused_connection_is_refused_with_its_reason() {
     // A client certificate on the raft service: wrong role.
     let vote = |ch| async move {
         RaftServiceClient::new(ch)
-            .vote(RaftPayload { data: vec![] })
+            .vote(RaftPayload::default())
             .await
     };
     let e = vote(c.pki.channel(addr, &TestPki::client("SAMR")))
@@ -216,6 +216,7 @@ async fn a_node_forwarding_a_write_as_another_department_is_refused_at_the_leade
             let reply = raft
                 .forward(RaftPayload {
                     data: encode(&req).unwrap(),
+                    chunk: vec![],
                 })
                 .await
                 .unwrap()
@@ -505,6 +506,7 @@ async fn a_node_cannot_speak_in_raft_as_another_node() {
         let rpc = openraft::raft::VoteRequest::new(openraft::Vote::new(0, node), None);
         RaftPayload {
             data: encode(&rpc).unwrap(),
+            chunk: vec![],
         }
     };
     let e = raft.vote(vote_as(1)).await.unwrap_err();

@@ -156,7 +156,11 @@ pub struct RaftTuning {
     /// Entries kept in the log behind a snapshot (for followers that lag a little).
     pub keep_entries_behind_snapshot: u64,
     pub snapshot_chunk_bytes: u64,
+    /// How long the leader waits for each InstallSnapshot chunk.
     pub install_snapshot_timeout_ms: u64,
+    /// The final chunk, answered once the follower has installed the snapshot,
+    /// gets one more second per this many MiB of snapshot.
+    pub install_snapshot_min_mib_per_s: u64,
     pub max_payload_entries: u64,
 }
 
@@ -170,6 +174,7 @@ impl Default for RaftTuning {
             keep_entries_behind_snapshot: 1_000,
             snapshot_chunk_bytes: 1 << 20,
             install_snapshot_timeout_ms: 10_000,
+            install_snapshot_min_mib_per_s: 4,
             max_payload_entries: 512,
         }
     }
@@ -520,6 +525,18 @@ impl NodeConfig {
                 "must be at least 4096",
             ));
         }
+        if r.install_snapshot_timeout_ms == 0 {
+            return Err(invalid(
+                "raft.install_snapshot_timeout_ms",
+                "must be positive",
+            ));
+        }
+        if r.install_snapshot_min_mib_per_s == 0 {
+            return Err(invalid(
+                "raft.install_snapshot_min_mib_per_s",
+                "must be positive",
+            ));
+        }
         if self.limits.max_request_bytes < 1024 {
             return Err(invalid("limits.max_request_bytes", "must be at least 1024"));
         }
@@ -571,9 +588,18 @@ impl NodeConfig {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(r.snapshot_after_entries),
             max_in_snapshot_log_to_keep: r.keep_entries_behind_snapshot,
             snapshot_max_chunk_size: r.snapshot_chunk_bytes,
-            install_snapshot_timeout: r.install_snapshot_timeout_ms,
+            // The network applies the real limits (`snapshot_timeouts`): openraft's
+            // one value would also bound the final chunk, which lasts the whole install.
+            install_snapshot_timeout: 24 * 3600 * 1000,
             max_payload_entries: r.max_payload_entries,
             ..Default::default()
+        }
+    }
+
+    pub fn snapshot_timeouts(&self) -> crate::network::SnapshotTimeouts {
+        crate::network::SnapshotTimeouts {
+            chunk: std::time::Duration::from_millis(self.raft.install_snapshot_timeout_ms),
+            install_bytes_per_s: self.raft.install_snapshot_min_mib_per_s << 20,
         }
     }
 }

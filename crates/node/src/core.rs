@@ -184,7 +184,10 @@ impl NodeCore {
             code: tonic::Code::Internal as i32,
             message: e.to_string(),
         })?;
-        let mut request = tonic::Request::new(RaftPayload { data });
+        let mut request = tonic::Request::new(RaftPayload {
+            data,
+            chunk: vec![],
+        });
         request.set_timeout(timeout);
         let reply = client
             .forward(request)

@@ -91,6 +91,30 @@ impl Peers {
 
 pub struct NetworkFactory {
     pub peers: Peers,
+    pub snapshot_timeouts: SnapshotTimeouts,
+}
+
+/// How long the leader waits for an InstallSnapshot chunk. The final chunk is
+/// answered only once the follower has installed the whole snapshot, which takes
+/// time in proportion to its size: under a fixed timeout a large snapshot was
+/// installed, counted as failed by the leader, and sent again from the start.
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotTimeouts {
+    /// For every chunk, and the base of the final one.
+    pub chunk: Duration,
+    /// The slowest install the leader still waits for, in bytes per second.
+    pub install_bytes_per_s: u64,
+}
+
+impl SnapshotTimeouts {
+    /// The timeout of the chunk at `offset` of `len` bytes.
+    pub fn for_chunk(&self, offset: u64, len: usize, done: bool) -> Duration {
+        if !done {
+            return self.chunk;
+        }
+        let size = offset.saturating_add(len as u64);
+        self.chunk + Duration::from_secs(size / self.install_bytes_per_s.max(1))
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -100,6 +124,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         PeerNetwork {
             target,
             client: self.peers.client(&node.addr).map_err(|e| e.to_string()),
+            snapshot_timeouts: self.snapshot_timeouts,
         }
     }
 }
@@ -107,6 +132,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 pub struct PeerNetwork {
     target: NodeId,
     client: Result<RaftServiceClient<Channel>, String>,
+    snapshot_timeouts: SnapshotTimeouts,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +154,8 @@ impl PeerNetwork {
         &mut self,
         rpc: RaftRpc,
         req: &Req,
-        option: &RPCOption,
+        chunk: Vec<u8>,
+        timeout: Duration,
     ) -> Result<Resp, RpcErr<E>>
     where
         Req: Serialize,
@@ -144,12 +171,21 @@ impl PeerNetwork {
             }
         };
         let data = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut request = tonic::Request::new(RaftPayload { data });
-        request.set_timeout(option.hard_ttl());
-        let result = match rpc {
-            RaftRpc::AppendEntries => client.append_entries(request).await,
-            RaftRpc::Vote => client.vote(request).await,
-            RaftRpc::InstallSnapshot => client.install_snapshot(request).await,
+        let mut request = tonic::Request::new(RaftPayload { data, chunk });
+        request.set_timeout(timeout);
+        let sent = async {
+            match rpc {
+                RaftRpc::AppendEntries => client.append_entries(request).await,
+                RaftRpc::Vote => client.vote(request).await,
+                RaftRpc::InstallSnapshot => client.install_snapshot(request).await,
+            }
+        };
+        // grpc-timeout bounds the peer's work; this bounds the wait for a peer
+        // that no longer answers at all.
+        let Ok(result) = tokio::time::timeout(timeout, sent).await else {
+            return Err(RPCError::Network(NetworkError::new(&TransportError(
+                format!("no answer within {timeout:?}"),
+            ))));
         };
         let payload = match result {
             Ok(r) => r.into_inner(),
@@ -176,15 +212,24 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
-        self.call(RaftRpc::AppendEntries, &rpc, &option).await
+        self.call(RaftRpc::AppendEntries, &rpc, vec![], option.hard_ttl())
+            .await
     }
 
     async fn install_snapshot(
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
-        option: RPCOption,
+        _option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
-        self.call(RaftRpc::InstallSnapshot, &rpc, &option).await
+        // openraft's own limit (`install_snapshot_timeout`) is set far above these:
+        // it applies one value to every chunk, the final one included.
+        let mut rpc = rpc;
+        let chunk = std::mem::take(&mut rpc.data);
+        let timeout = self
+            .snapshot_timeouts
+            .for_chunk(rpc.offset, chunk.len(), rpc.done);
+        self.call(RaftRpc::InstallSnapshot, &rpc, chunk, timeout)
+            .await
     }
 
     async fn vote(
@@ -192,10 +237,35 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RpcErr> {
-        self.call(RaftRpc::Vote, &rpc, &option).await
+        self.call(RaftRpc::Vote, &rpc, vec![], option.hard_ttl())
+            .await
     }
 
     fn backoff(&self) -> openraft::network::Backoff {
         openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(200)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_final_snapshot_chunk_waits_longer_the_larger_the_snapshot() {
+        let t = SnapshotTimeouts {
+            chunk: Duration::from_secs(10),
+            install_bytes_per_s: 4 << 20,
+        };
+        assert_eq!(t.for_chunk(0, 1 << 20, false), Duration::from_secs(10));
+        assert_eq!(
+            t.for_chunk(2 << 30, 1 << 20, false),
+            Duration::from_secs(10)
+        );
+        // 2.5 GiB at 4 MiB/s: 640 s more than a chunk.
+        assert_eq!(
+            t.for_chunk((5 << 29) - (1 << 20), 1 << 20, true),
+            Duration::from_secs(650)
+        );
+        assert_eq!(t.for_chunk(0, 1000, true), Duration::from_secs(10));
     }
 }

@@ -186,6 +186,7 @@ pub async fn start_with_listener(
     let peers = Peers::new(security.tls.clone());
     let network = NetworkFactory {
         peers: peers.clone(),
+        snapshot_timeouts: config.snapshot_timeouts(),
     };
     let raft = Raft::new(
         config.node_id,

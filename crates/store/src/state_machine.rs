@@ -2,7 +2,7 @@
 //! `concord_domain::apply`, one sled batch per call, and builds and installs snapshots.
 
 use std::collections::BTreeMap;
-use std::io::SeekFrom;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -96,7 +96,7 @@ impl StateMachine {
             tracing::warn!(
                 "an interrupted snapshot install is completed from the current snapshot file"
             );
-            load_snapshot(&self.shared)?;
+            load_snapshot(&self.shared, Checked::No)?;
         }
         Ok(())
     }
@@ -104,9 +104,16 @@ impl StateMachine {
 
 /// Replaces the state machine with the current snapshot file. The `installing` mark
 /// makes the replacement restartable: the file is already durable when it is set.
-fn load_snapshot(shared: &Shared) -> Result<Meta, StorageError> {
+fn load_snapshot(shared: &Shared, checked: Checked) -> Result<Meta, StorageError> {
     begin_install(shared)?;
-    finish_install(shared)
+    finish_install(shared, checked)
+}
+
+/// Whether the current snapshot file's checksum was verified since it was written.
+#[derive(Clone, Copy, PartialEq)]
+enum Checked {
+    Yes,
+    No,
 }
 
 /// Sets the durable mark, then clears the state machine.
@@ -125,12 +132,12 @@ fn begin_install(shared: &Shared) -> Result<(), StorageError> {
 
 /// Loads the current snapshot file into the (cleared) state machine, durably, then
 /// drops the mark.
-fn finish_install(shared: &Shared) -> Result<Meta, StorageError> {
+fn finish_install(shared: &Shared, checked: Checked) -> Result<Meta, StorageError> {
     let path = current_path(shared);
     let sm = &shared.sm;
     let mut batch = sled::Batch::default();
     let mut n = 0;
-    let meta = snapshot::read(&path, |k, v| {
+    let each = |k: Vec<u8>, v: Vec<u8>| {
         batch.insert(k, v);
         n += 1;
         if n % 10_000 == 0 {
@@ -138,7 +145,11 @@ fn finish_install(shared: &Shared) -> Result<Meta, StorageError> {
                 .map_err(crate::io_err)?;
         }
         Ok(())
-    })
+    };
+    let meta = match checked {
+        Checked::Yes => snapshot::read_verified(&path, each),
+        Checked::No => snapshot::read(&path, each),
+    }
     .map_err(|e| snap_err(ErrorVerb::Read, e))?;
     batch.insert(
         sm_keys::LAST_APPLIED,
@@ -252,11 +263,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
         self.shared.receiving_snapshot.store(true, Ordering::SeqCst);
-        let seq = SNAPSHOT_SEQ.fetch_add(1, Ordering::Relaxed);
-        let path = self
-            .shared
-            .snapshot_dir
-            .join(format!("receiving-{}-{seq}.tmp", std::process::id()));
+        let path = new_receiving_path(&self.shared.snapshot_dir);
         let file = tokio::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -283,45 +290,57 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
         }
         let _received = Received(&shared);
-        // Copy what was received into place, durably, before touching the state.
-        let tmp = shared.snapshot_dir.join("installing.snap.tmp");
+        // The received file itself becomes the current snapshot, durably, before the
+        // state is touched: a snapshot of gigabytes is neither copied nor hashed twice.
+        let mut file = *snapshot;
+        file.flush()
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        file.sync_all()
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let inode = file
+            .metadata()
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?
+            .ino();
+        let path = match received_path(&shared.snapshot_dir, inode)
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?
         {
-            let mut src = *snapshot;
-            src.seek(SeekFrom::Start(0))
-                .await
-                .map_err(|e| snap_err(ErrorVerb::Read, e))?;
-            let mut dst = tokio::fs::File::create(&tmp)
-                .await
-                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-            tokio::io::copy(&mut src, &mut dst)
-                .await
-                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-            dst.flush()
-                .await
-                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-            dst.sync_all()
-                .await
-                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        }
-        let received = snapshot::verify(&tmp).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        if received.last_log_id != meta.last_log_id {
-            return Err(snap_err(
-                ErrorVerb::Read,
-                "received snapshot does not match its metadata",
-            ));
-        }
+            Some(path) => path,
+            // A snapshot handed over directly rather than received: copied first.
+            None => copy_in(&shared.snapshot_dir, file).await?,
+        };
         let shared2 = shared.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
-            std::fs::rename(&tmp, current_path(&shared2))
+        let expected = meta.last_log_id;
+        let started = std::time::Instant::now();
+        let bytes = tokio::task::spawn_blocking(move || -> Result<u64, StorageError> {
+            let bytes = std::fs::metadata(&path)
+                .map_err(|e| snap_err(ErrorVerb::Read, e))?
+                .len();
+            let received = snapshot::verify(&path).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+            if received.last_log_id != expected {
+                return Err(snap_err(
+                    ErrorVerb::Read,
+                    "received snapshot does not match its metadata",
+                ));
+            }
+            std::fs::rename(&path, current_path(&shared2))
                 .map_err(|e| snap_err(ErrorVerb::Write, e))?;
             sync_dir(&shared2.snapshot_dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-            load_snapshot(&shared2)?;
+            load_snapshot(&shared2, Checked::Yes)?;
             remove_stale_files(&shared2);
-            Ok(())
+            Ok(bytes)
         })
         .await
         .map_err(|e| sm_err(ErrorVerb::Write, e))??;
-        tracing::info!(snapshot = %meta.snapshot_id, last_log = ?meta.last_log_id, "installed snapshot");
+        tracing::info!(
+            snapshot = %meta.snapshot_id,
+            last_log = ?meta.last_log_id,
+            bytes,
+            install_ms = started.elapsed().as_millis() as u64,
+            "installed snapshot"
+        );
         Ok(())
     }
 
@@ -363,6 +382,45 @@ impl StateMachine {
         batch.insert(sm_keys::OLDEST_EVENT, &cutoff.to_be_bytes());
         Ok(())
     }
+}
+
+fn new_receiving_path(dir: &std::path::Path) -> PathBuf {
+    let seq = SNAPSHOT_SEQ.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!("receiving-{}-{seq}.tmp", std::process::id()))
+}
+
+/// The file `begin_receiving_snapshot` created, found by its inode (the handle
+/// openraft gives back to install does not carry its path).
+fn received_path(dir: &std::path::Path, inode: u64) -> std::io::Result<Option<PathBuf>> {
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_name().to_string_lossy().starts_with("receiving-") && e.metadata()?.ino() == inode
+        {
+            return Ok(Some(e.path()));
+        }
+    }
+    Ok(None)
+}
+
+/// Copies a snapshot from an open handle into a new file of `dir`, durably.
+async fn copy_in(dir: &std::path::Path, mut src: tokio::fs::File) -> Result<PathBuf, StorageError> {
+    let path = new_receiving_path(dir);
+    src.seek(std::io::SeekFrom::Start(0))
+        .await
+        .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+    let mut dst = tokio::fs::File::create(&path)
+        .await
+        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+    tokio::io::copy(&mut src, &mut dst)
+        .await
+        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+    dst.flush()
+        .await
+        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+    dst.sync_all()
+        .await
+        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+    Ok(path)
 }
 
 fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
@@ -499,7 +557,7 @@ pub fn restore(
     snapshot::write(&tmp, &new_meta, entries.into_iter().map(Ok))?;
     std::fs::rename(&tmp, current_path(&shared))?;
     sync_dir(&shared.snapshot_dir)?;
-    load_snapshot(&shared)?;
+    load_snapshot(&shared, Checked::No)?;
     log_store.init_restored(log_id, openraft::Vote::new(last.leader_id.term, node_id))?;
     shared.durability.sync_now()?;
     Ok(Restored {

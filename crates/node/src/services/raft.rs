@@ -54,6 +54,7 @@ impl RaftSvc {
 fn payload<T: serde::Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
     Ok(Response::new(RaftPayload {
         data: encode(v).map_err(|e| Status::internal(e.to_string()))?,
+        chunk: vec![],
     }))
 }
 
@@ -86,7 +87,10 @@ impl RaftService for RaftSvc {
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         let caller = caller(&req)?;
-        let rpc: InstallSnapshotRequest<TypeConfig> = parse(req)?;
+        let RaftPayload { data, chunk } = req.into_inner();
+        let mut rpc: InstallSnapshotRequest<TypeConfig> = decode(&data)
+            .map_err(|e| Status::invalid_argument(format!("undecodable raft payload: {e}")))?;
+        rpc.data = chunk;
         self.check_sender(&caller, rpc.vote.leader_id().voted_for())?;
         payload(&self.core.raft.install_snapshot(rpc).await)
     }
