@@ -171,6 +171,8 @@ pub struct DockerCluster {
     pub ports: Ports,
     image: String,
     run_id: String,
+    /// Every node's config file.
+    config: String,
     _dir: tempfile::TempDir,
 }
 
@@ -182,6 +184,14 @@ const NODE_CONFIG: &str =
 impl DockerCluster {
     /// Starts `departments.len()` voters; node 1 bootstraps the cluster.
     pub async fn start(departments: &[&str]) -> anyhow::Result<DockerCluster> {
+        Self::start_with_config(departments, NODE_CONFIG).await
+    }
+
+    /// [`DockerCluster::start`] with `config` as every node's config file.
+    pub async fn start_with_config(
+        departments: &[&str],
+        config: &str,
+    ) -> anyhow::Result<DockerCluster> {
         crate::init_tracing();
         let image = ensure_image()?;
         let (name, tag) = image.split_once(':').context("image tag")?;
@@ -204,6 +214,7 @@ impl DockerCluster {
             ports: Arc::default(),
             image: format!("{name}:{tag}"),
             run_id,
+            config: config.to_string(),
             _dir: dir,
         };
         for (i, dept) in departments.iter().enumerate() {
@@ -264,7 +275,7 @@ impl DockerCluster {
             .with_env_var("CONCORD_TLS_CERT", "/pki/node.pem")
             .with_env_var("CONCORD_TLS_KEY", "/pki/node.key")
             .with_env_var("RUST_LOG", "info")
-            .with_copy_to("/etc/concord.toml", NODE_CONFIG.as_bytes().to_vec())
+            .with_copy_to("/etc/concord.toml", self.config.as_bytes().to_vec())
             .with_copy_to("/pki/ca.pem", std::fs::read(&files.ca)?)
             .with_copy_to("/pki/node.pem", std::fs::read(&files.cert)?)
             .with_copy_to("/pki/node.key", std::fs::read(&files.key)?)
