@@ -3,8 +3,11 @@
 //! `cargo run -p concord-tests --example fanout -- [clients=64] [seconds=10]`
 //! after the node image is built (`--example node_image`). Runs `concord bench`
 //! (the workspace's debug-profile binary, the one in the image) against the voters'
-//! published ports and prints both lines and their ratio.
+//! published ports and prints both lines, their ratio, and the CPU time each kind
+//! of node spent per write: on one machine the nodes share its cores, so the
+//! leader's share tells what the rate would be with a machine per department.
 
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -27,7 +30,9 @@ async fn main() -> anyhow::Result<()> {
     let seconds: f64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10.0);
     // The node defaults, as in `concord bench --local`.
     let mut cluster = DockerCluster::start_with_config(&VOTERS, "").await?;
+    let leader = cluster.leader().await;
     let bench = |cluster: &DockerCluster| -> anyhow::Result<String> {
+        let before = cpu_ns(cluster)?;
         let mut cmd = Command::new(workspace_binary()?);
         cmd.args(["bench", "--op", "push-case", "--pki"])
             .arg(&cluster.pki.dir)
@@ -42,12 +47,36 @@ async fn main() -> anyhow::Result<()> {
         if !out.status.success() {
             bail!("concord bench: {}", String::from_utf8_lossy(&out.stderr));
         }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let after = cpu_ns(cluster)?;
+        let writes = number_before(&line, "ops", 1).context("ops in bench line")?;
+        let mut per_role: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        for (id, ns) in &after {
+            let spent = ns.saturating_sub(before.get(id).copied().unwrap_or(0));
+            per_role
+                .entry(role(*id, leader))
+                .or_default()
+                .push(spent as f64 / 1e3 / writes);
+        }
+        let cpu = per_role
+            .iter()
+            .map(|(r, v)| {
+                format!(
+                    "{r} {:.0} µs{}",
+                    v.iter().sum::<f64>() / v.len() as f64,
+                    if v.len() > 1 { " each" } else { "" }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let total: f64 = per_role.values().flatten().sum();
+        Ok(format!(
+            "{line}\n    CPU per write: {cpu}; all nodes {total:.0} µs"
+        ))
     };
     let alone = bench(&cluster)?;
     println!("3 voters:               {alone}");
 
-    let leader = cluster.leader().await;
     let started = Instant::now();
     for department in LEARNERS {
         cluster.add_learner(department, leader).await?;
@@ -55,7 +84,12 @@ async fn main() -> anyhow::Result<()> {
     let head = cluster.status(leader).await?.commit_index;
     for id in cluster.ids() {
         let deadline = Instant::now() + Duration::from_secs(300);
-        while cluster.status_within(id, Duration::from_secs(30)).await?.applied_index < head {
+        while cluster
+            .status_within(id, Duration::from_secs(30))
+            .await?
+            .applied_index
+            < head
+        {
             if Instant::now() > deadline {
                 bail!("node {id} did not catch up to {head}");
             }
@@ -68,11 +102,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let fanned = bench(&cluster)?;
     println!("3 voters + 12 learners: {fanned}");
-    let rate = |line: &str| -> Option<f64> {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let i = words.iter().position(|w| *w == "ops/s")?;
-        words.get(i.checked_sub(1)?)?.parse().ok()
-    };
+    let rate = |line: &str| number_before(line, "ops/s", 0);
     if let (Some(a), Some(b)) = (rate(&alone), rate(&fanned)) {
         println!(
             "write rate with 15 nodes: {:.0} % of 3 nodes (target: >= 80 %)",
@@ -80,4 +110,48 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The number just before (`offset` 0) or just after (1) the word `word`: the
+/// bench line reads `… 902 ops/s … ops 9016 …`.
+fn number_before(line: &str, word: &str, offset: usize) -> Option<f64> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let i = words.iter().position(|w| *w == word)?;
+    let at = if offset == 0 {
+        i.checked_sub(1)?
+    } else {
+        i + offset
+    };
+    words.get(at)?.parse().ok()
+}
+
+/// CPU time each node's container has used so far, in ns (cgroup v1 or v2).
+fn cpu_ns(cluster: &DockerCluster) -> anyhow::Result<BTreeMap<u64, u64>> {
+    let mut out = BTreeMap::new();
+    for (id, node) in &cluster.nodes {
+        let cid = node.container.id();
+        let v1 = format!("/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage");
+        let v2 = format!("/sys/fs/cgroup/system.slice/docker-{cid}.scope/cpu.stat");
+        let ns = if let Ok(s) = std::fs::read_to_string(&v1) {
+            s.trim().parse::<u64>()?
+        } else {
+            let s = std::fs::read_to_string(&v2)
+                .with_context(|| format!("no CPU accounting for container {cid}"))?;
+            let usec = s
+                .lines()
+                .find_map(|l| l.strip_prefix("usage_usec "))
+                .context("usage_usec")?;
+            usec.trim().parse::<u64>()? * 1000
+        };
+        out.insert(*id, ns);
+    }
+    Ok(out)
+}
+
+fn role(id: u64, leader: u64) -> &'static str {
+    match id {
+        _ if id == leader => "leader",
+        1..=3 => "follower",
+        _ => "learner",
+    }
 }

@@ -7,6 +7,7 @@
 //! - [`log_store`]: `RaftLogStorage` on the WAL and sled's `raft` tree.
 //! - [`state_machine`]: `RaftStateMachine` on the `sm` tree; calls `concord_domain::apply`.
 //! - [`snapshot`]: the snapshot file format (checksummed dump of the `sm` tree).
+//! - `cut`: a consistent cut of the `sm` tree dumped while applies go on.
 //! - [`reader`]: what the node reads: domain state, events for Watch, applied revision.
 //!
 //! **Architecture invariant:** a log entry is acknowledged to openraft (`LogFlushed`)
@@ -15,6 +16,7 @@
 //! of the log, and openraft re-applies the rest; a purge syncs sled first, so the
 //! log never loses entries the recovered state machine still needs.
 
+mod cut;
 pub mod durability;
 pub mod log_store;
 pub mod reader;
@@ -103,9 +105,13 @@ pub(crate) struct Shared {
     /// Set from the first chunk of a snapshot received until its install ends, so
     /// a log purge issued with the install waits for it (see `LogStore::purge`).
     pub receiving_snapshot: std::sync::atomic::AtomicBool,
-    /// Held while the state machine is written or dumped into a snapshot, so a
-    /// snapshot is a consistent cut.
+    /// Held while the state machine is written, and while a snapshot cut begins.
     pub apply_lock: tokio::sync::Mutex<()>,
+    /// Held for a whole snapshot build, which an install (that replaces the
+    /// state under the dump) waits for.
+    pub build_lock: tokio::sync::Mutex<()>,
+    /// Lets a snapshot be dumped while applies go on (see `cut`).
+    pub cuts: cut::Cuts,
     pub options: StoreOptions,
 }
 
@@ -148,6 +154,8 @@ pub fn open(
         applied: applied_tx,
         receiving_snapshot: std::sync::atomic::AtomicBool::new(false),
         apply_lock: tokio::sync::Mutex::new(()),
+        build_lock: tokio::sync::Mutex::new(()),
+        cuts: cut::Cuts::default(),
         options,
     });
     let sm = StateMachine::new(shared.clone());

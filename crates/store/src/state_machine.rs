@@ -177,6 +177,28 @@ fn finish_install(shared: &Shared, checked: Checked) -> Result<Meta, StorageErro
     Ok(meta)
 }
 
+/// One apply's sled batch and the keys it changes (a snapshot cut in progress
+/// saves their values first; a `sled::Batch` does not list its keys).
+#[derive(Default)]
+struct Changes {
+    batch: sled::Batch,
+    keys: Vec<Vec<u8>>,
+}
+
+impl Changes {
+    fn insert(&mut self, key: impl AsRef<[u8]>, value: impl Into<sled::IVec>) {
+        let key = key.as_ref();
+        self.keys.push(key.to_vec());
+        self.batch.insert(key, value);
+    }
+
+    fn remove(&mut self, key: impl AsRef<[u8]>) {
+        let key = key.as_ref();
+        self.keys.push(key.to_vec());
+        self.batch.remove(key);
+    }
+}
+
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
@@ -195,7 +217,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let sm = &self.shared.sm;
         let base = SledView(sm);
         let mut writes: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
-        let mut batch = sled::Batch::default();
+        let mut batch = Changes::default();
         let mut responses = vec![];
         let mut last: Option<LogId<NodeId>> = None;
         for entry in entries {
@@ -249,7 +271,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             serde_json::to_vec(&Some(last)).map_err(|e| sm_err(ErrorVerb::Write, e))?,
         );
         self.compact_events(last.index, &mut batch)?;
-        sm.apply_batch(batch)
+        self.shared
+            .cuts
+            .before_write(sm, batch.keys.iter().map(Vec::as_slice))
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        sm.apply_batch(batch.batch)
             .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         self.shared.applied.send_replace(last.index);
         Ok(responses)
@@ -281,6 +307,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
         let shared = self.shared.clone();
+        // The state is replaced: no snapshot may be dumping it meanwhile.
+        let _building = shared.build_lock.lock().await;
         let _guard = shared.apply_lock.lock().await;
         // However the install ends, a purge no longer waits for it.
         struct Received<'a>(&'a Shared);
@@ -363,7 +391,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 impl StateMachine {
     /// Drops events older than the retention window, in steps, so Watch history
     /// stays bounded.
-    fn compact_events(&self, applied: u64, batch: &mut sled::Batch) -> Result<(), StorageError> {
+    fn compact_events(&self, applied: u64, batch: &mut Changes) -> Result<(), StorageError> {
         let retention = self.shared.options.event_retention;
         let done = crate::reader::compacted_through(&self.shared.sm);
         let step = retention.clamp(1, COMPACT_EVERY);
@@ -446,14 +474,20 @@ pub struct SnapshotBuilder {
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let shared = self.shared.clone();
-        // Applies wait while the state is dumped, so the snapshot is one consistent cut.
-        let guard = shared.apply_lock.lock().await;
+        let building = shared.build_lock.lock().await;
+        // The cut begins between two applies; the dump then runs beside them.
+        let (last_applied, membership, dump) = {
+            let _applies = shared.apply_lock.lock().await;
+            let (last_applied, membership) = StateMachine::new(shared.clone()).last_applied()?;
+            (
+                last_applied,
+                membership,
+                shared.cuts.begin(shared.sm.clone()),
+            )
+        };
         let shared2 = shared.clone();
+        let started = std::time::Instant::now();
         let meta = tokio::task::spawn_blocking(move || -> Result<Meta, StorageError> {
-            let sm = StateMachine {
-                shared: shared2.clone(),
-            };
-            let (last_applied, membership) = sm.last_applied()?;
             let seq = SNAPSHOT_SEQ.fetch_add(1, Ordering::Relaxed);
             let snapshot_id = match last_applied {
                 Some(l) => format!("{}-{}-{seq}", l.leader_id.term, l.index),
@@ -465,17 +499,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 snapshot_id,
             };
             let tmp = shared2.snapshot_dir.join(format!("building-{seq}.tmp"));
-            let entries = shared2
-                .sm
-                .iter()
-                .filter(|kv| {
-                    kv.as_ref()
-                        .map_or(true, |(k, _)| k.as_ref() != LEGACY_INSTALLING)
-                })
-                .map(|kv| {
-                    kv.map(|(k, v)| (k.to_vec(), v.to_vec()))
-                        .map_err(crate::io_err)
-                });
+            let entries = dump.filter(|kv| {
+                kv.as_ref()
+                    .map_or(true, |(k, _)| k.as_slice() != LEGACY_INSTALLING)
+            });
             snapshot::write(&tmp, &meta, entries).map_err(|e| snap_err(ErrorVerb::Write, e))?;
             std::fs::rename(&tmp, current_path(&shared2))
                 .map_err(|e| snap_err(ErrorVerb::Write, e))?;
@@ -484,11 +511,17 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         })
         .await
         .map_err(|e| snap_err(ErrorVerb::Write, e))??;
-        drop(guard);
-        tracing::info!(snapshot = %meta.snapshot_id, last_log = ?meta.last_log_id, "built snapshot");
+        tracing::info!(
+            snapshot = %meta.snapshot_id,
+            last_log = ?meta.last_log_id,
+            build_ms = started.elapsed().as_millis() as u64,
+            "built snapshot"
+        );
+        // Opened before an install may replace the file.
         let file = tokio::fs::File::open(current_path(&shared))
             .await
             .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        drop(building);
         Ok(Snapshot {
             meta,
             snapshot: Box::new(file),
