@@ -89,50 +89,81 @@ pub(crate) struct Dump {
 
 impl Dump {
     /// Reads the next chunk of keys, with the values they had at the cut.
+    ///
+    /// The tree is read without the lock, so applies never wait for the read. That
+    /// is safe: the cursor has not moved yet, so any key of the chunk an apply
+    /// changes meanwhile has its value at the cut saved first, and the saved
+    /// value wins below whatever the read saw.
     fn next_chunk(&mut self) -> std::io::Result<()> {
-        let mut active = lock(&self.active);
-        let cut = active
-            .as_mut()
-            .ok_or_else(|| std::io::Error::other("snapshot cut ended early"))?;
-        let lower = match &cut.cursor {
-            None => Bound::Unbounded,
-            Some(c) => Bound::Excluded(c.clone()),
+        let lower = {
+            let active = lock(&self.active);
+            let cut = active
+                .as_ref()
+                .ok_or_else(|| std::io::Error::other("snapshot cut ended early"))?;
+            match &cut.cursor {
+                None => Bound::Unbounded,
+                Some(c) => Bound::Excluded(c.clone()),
+            }
         };
-        let mut chunk: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        let mut read = Vec::with_capacity(CHUNK);
         for kv in self
             .tree
             .range::<Vec<u8>, _>((lower.clone(), Bound::Unbounded))
             .take(CHUNK)
         {
             let (k, v) = kv.map_err(crate::io_err)?;
-            chunk.insert(k.to_vec(), Some(v.to_vec()));
+            read.push((k.to_vec(), v.to_vec()));
         }
-        let upper = match chunk.keys().next_back() {
-            Some(last) if chunk.len() == CHUNK => Bound::Included(last.clone()),
+        let mut active = lock(&self.active);
+        let cut = active
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("snapshot cut ended early"))?;
+        let last_read = read.last().map(|(k, _)| k.clone());
+        let upper = match &last_read {
+            Some(last) if read.len() == CHUNK => Bound::Included(last.clone()),
             _ => {
                 cut.finished = true;
                 Bound::Unbounded
             }
         };
         // Keys changed since the cut: their saved value wins, absent ones included
-        // (written since: skipped; removed since: still emitted).
+        // (written since: skipped; removed since: still emitted). Both lists are
+        // in key order; they are merged.
         let saved: Vec<Vec<u8>> = cut
             .saved
             .range::<Vec<u8>, _>((lower, upper))
             .map(|(k, _)| k.clone())
             .collect();
-        for k in saved {
-            if let Some(v) = cut.saved.remove(&k) {
-                chunk.insert(k, v.map(|v| v.to_vec()));
+        let mut saved = saved
+            .into_iter()
+            .filter_map(|k| cut.saved.remove(&k).map(|v| (k, v)))
+            .peekable();
+        let mut read = read.into_iter().peekable();
+        loop {
+            let from_saved = match (read.peek(), saved.peek()) {
+                (None, None) => break,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some((r, _)), Some((s, _))) => s <= r,
+            };
+            if from_saved {
+                if let Some((k, v)) = saved.next() {
+                    if read.peek().is_some_and(|(r, _)| *r == k) {
+                        read.next();
+                    }
+                    if let Some(v) = v {
+                        self.pending.push_back((k, v.to_vec()));
+                    }
+                }
+            } else if let Some(kv) = read.next() {
+                self.pending.push_back(kv);
             }
         }
         if cut.finished {
             self.done = true;
         } else {
-            cut.cursor = chunk.keys().next_back().cloned();
+            cut.cursor = last_read;
         }
-        self.pending
-            .extend(chunk.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
         Ok(())
     }
 }
