@@ -90,7 +90,10 @@ impl RaftService for RaftSvc {
         let RaftPayload { data, chunk } = req.into_inner();
         let mut rpc: InstallSnapshotRequest<TypeConfig> = decode(&data)
             .map_err(|e| Status::invalid_argument(format!("undecodable raft payload: {e}")))?;
-        rpc.data = chunk;
+        // A leader from before `chunk` existed sends the bytes inside `data`.
+        if rpc.data.is_empty() {
+            rpc.data = chunk;
+        }
         self.check_sender(&caller, rpc.vote.leader_id().voted_for())?;
         payload(&self.core.raft.install_snapshot(rpc).await)
     }
