@@ -49,7 +49,7 @@ async fn main() -> anyhow::Result<()> {
         }
         let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let after = cpu_ns(cluster)?;
-        let writes = number_before(&line, "ops", 1).context("ops in bench line")?;
+        let writes = number_beside(&line, "ops", Side::After).context("ops in bench line")?;
         let mut per_role: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
         for (id, ns) in &after {
             let spent = ns.saturating_sub(before.get(id).copied().unwrap_or(0));
@@ -102,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let fanned = bench(&cluster)?;
     println!("3 voters + 12 learners: {fanned}");
-    let rate = |line: &str| number_before(line, "ops/s", 0);
+    let rate = |line: &str| number_beside(line, "ops/s", Side::Before);
     if let (Some(a), Some(b)) = (rate(&alone), rate(&fanned)) {
         println!(
             "write rate with 15 nodes: {:.0} % of 3 nodes (target: >= 80 %)",
@@ -112,15 +112,19 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The number just before (`offset` 0) or just after (1) the word `word`: the
-/// bench line reads `… 902 ops/s … ops 9016 …`.
-fn number_before(line: &str, word: &str, offset: usize) -> Option<f64> {
+enum Side {
+    Before,
+    After,
+}
+
+/// The number beside the word `word` in a bench line, which reads
+/// `… 902 ops/s … ops 9016 …`: `Side::Before` "ops/s", `Side::After` "ops".
+fn number_beside(line: &str, word: &str, side: Side) -> Option<f64> {
     let words: Vec<&str> = line.split_whitespace().collect();
     let i = words.iter().position(|w| *w == word)?;
-    let at = if offset == 0 {
-        i.checked_sub(1)?
-    } else {
-        i + offset
+    let at = match side {
+        Side::Before => i.checked_sub(1)?,
+        Side::After => i + 1,
     };
     words.get(at)?.parse().ok()
 }

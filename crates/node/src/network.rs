@@ -218,12 +218,11 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
 
     async fn install_snapshot(
         &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
+        mut rpc: InstallSnapshotRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
         // openraft's own limit (`install_snapshot_timeout`) is set far above these:
         // it applies one value to every chunk, the final one included.
-        let mut rpc = rpc;
         let chunk = std::mem::take(&mut rpc.data);
         let timeout = self
             .snapshot_timeouts

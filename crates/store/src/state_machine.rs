@@ -321,18 +321,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // The received file itself becomes the current snapshot, durably, before the
         // state is touched: a snapshot of gigabytes is neither copied nor hashed twice.
         let mut file = *snapshot;
-        file.flush()
-            .await
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        file.sync_all()
-            .await
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        let inode = file
+        make_durable(&mut file).await?;
+        let received = file
             .metadata()
             .await
-            .map_err(|e| snap_err(ErrorVerb::Read, e))?
-            .ino();
-        let path = match received_path(&shared.snapshot_dir, inode)
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        let bytes = received.len();
+        let path = match received_path(&shared.snapshot_dir, received.ino())
             .map_err(|e| snap_err(ErrorVerb::Read, e))?
         {
             Some(path) => path,
@@ -342,10 +337,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let shared2 = shared.clone();
         let expected = meta.last_log_id;
         let started = std::time::Instant::now();
-        let bytes = tokio::task::spawn_blocking(move || -> Result<u64, StorageError> {
-            let bytes = std::fs::metadata(&path)
-                .map_err(|e| snap_err(ErrorVerb::Read, e))?
-                .len();
+        tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
             let received = snapshot::verify(&path).map_err(|e| snap_err(ErrorVerb::Read, e))?;
             if received.last_log_id != expected {
                 return Err(snap_err(
@@ -358,7 +350,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             sync_dir(&shared2.snapshot_dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
             load_snapshot(&shared2, Checked::Yes)?;
             remove_stale_files(&shared2);
-            Ok(bytes)
+            Ok(())
         })
         .await
         .map_err(|e| sm_err(ErrorVerb::Write, e))??;
@@ -442,13 +434,18 @@ async fn copy_in(dir: &std::path::Path, mut src: tokio::fs::File) -> Result<Path
     tokio::io::copy(&mut src, &mut dst)
         .await
         .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-    dst.flush()
-        .await
-        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-    dst.sync_all()
-        .await
-        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+    make_durable(&mut dst).await?;
     Ok(path)
+}
+
+/// Writes out what tokio still buffers, then fsyncs.
+async fn make_durable(file: &mut tokio::fs::File) -> Result<(), StorageError> {
+    file.flush()
+        .await
+        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+    file.sync_all()
+        .await
+        .map_err(|e| snap_err(ErrorVerb::Write, e))
 }
 
 fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {

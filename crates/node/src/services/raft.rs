@@ -59,8 +59,11 @@ fn payload<T: serde::Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> 
 }
 
 fn parse<T: serde::de::DeserializeOwned>(req: Request<RaftPayload>) -> Result<T, Status> {
-    decode(&req.into_inner().data)
-        .map_err(|e| Status::invalid_argument(format!("undecodable raft payload: {e}")))
+    parse_data(&req.into_inner().data)
+}
+
+fn parse_data<T: serde::de::DeserializeOwned>(data: &[u8]) -> Result<T, Status> {
+    decode(data).map_err(|e| Status::invalid_argument(format!("undecodable raft payload: {e}")))
 }
 
 #[tonic::async_trait]
@@ -88,8 +91,7 @@ impl RaftService for RaftSvc {
     ) -> Result<Response<RaftPayload>, Status> {
         let caller = caller(&req)?;
         let RaftPayload { data, chunk } = req.into_inner();
-        let mut rpc: InstallSnapshotRequest<TypeConfig> = decode(&data)
-            .map_err(|e| Status::invalid_argument(format!("undecodable raft payload: {e}")))?;
+        let mut rpc: InstallSnapshotRequest<TypeConfig> = parse_data(&data)?;
         // A leader from before `chunk` existed sends the bytes inside `data`.
         if rpc.data.is_empty() {
             rpc.data = chunk;
