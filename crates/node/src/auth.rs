@@ -92,7 +92,10 @@ fn authenticate(core: &NodeCore, req: &Request<()>, surface: Surface) -> Result<
     let leaf = certs
         .first()
         .ok_or_else(|| refuse(Refusal::NoClientCertificate))?;
-    let identity = Identity::from_cert_der(leaf.as_ref())
+    let identity = core
+        .security
+        .identities
+        .identify(leaf.as_ref())
         .map_err(|e| refuse(Refusal::NoIdentity(e.to_string())))?;
     permit(core, &identity, surface).map_err(refuse)?;
     Ok(Caller {

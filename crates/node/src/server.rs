@@ -182,6 +182,7 @@ pub async fn start_with_listener(
     let security = Security {
         tls: load_tls(&config)?,
         refusals: RefusalLog::default(),
+        identities: Default::default(),
     };
     let peers = Peers::new(security.tls.clone());
     let network = NetworkFactory {

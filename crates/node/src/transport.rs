@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use concord_pki::{Refusal, ReloadingTls};
+use concord_pki::{IdentityCache, Refusal, ReloadingTls};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use tokio::net::{TcpListener, TcpStream};
@@ -26,6 +26,8 @@ const KEPT_REFUSALS: usize = 256;
 pub struct Security {
     pub tls: Option<Arc<ReloadingTls>>,
     pub refusals: RefusalLog,
+    /// Callers' certificates already read (see `auth::authenticate`).
+    pub identities: Arc<IdentityCache>,
 }
 
 /// One refused connection or call, as kept for operators and tests.

@@ -2,8 +2,10 @@
 //! subject-alternative name, `concord://<DEPARTMENT>/<role>/<name>`, and read back
 //! only here, so the PKI tool and every check agree on one format.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::RwLock;
 
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -150,6 +152,60 @@ impl Identity {
     }
 }
 
+/// Identities of the certificates seen lately, by their DER bytes. A client keeps
+/// one connection for many calls and presents the same leaf on each; parsing it
+/// with x509-parser on every call was 6 % of a node's CPU under a read load.
+/// Only identities read successfully are kept, so a refusal is decided afresh.
+pub struct IdentityCache {
+    known: RwLock<HashMap<Box<[u8]>, Identity>>,
+    capacity: usize,
+}
+
+impl IdentityCache {
+    /// Forgets everything once `capacity` certificates are held: a node sees a
+    /// few dozen (its department's clients, operators, the other nodes), so a
+    /// full cache means churn, and starting over bounds the memory simply.
+    pub fn new(capacity: usize) -> Self {
+        IdentityCache {
+            known: RwLock::new(HashMap::new()),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// The identity of `der`, parsed at most once while it stays cached.
+    pub fn identify(&self, der: &[u8]) -> Result<Identity, IdentityError> {
+        if let Some(id) = self
+            .known
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(der)
+        {
+            return Ok(id.clone());
+        }
+        let id = Identity::from_cert_der(der)?;
+        let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
+        if known.len() >= self.capacity {
+            known.clear();
+        }
+        known.insert(der.into(), id.clone());
+        Ok(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.known.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Default for IdentityCache {
+    fn default() -> Self {
+        IdentityCache::new(1024)
+    }
+}
+
 impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {} {:?}", self.department, self.role, self.name)
@@ -159,6 +215,40 @@ impl fmt::Display for Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cert_der(id: &Identity) -> Vec<u8> {
+        use rustls_pki_types::pem::PemObject;
+        let ca = crate::Ca::create("test CA", crate::Validity::days_from_now(1)).unwrap();
+        let issued = ca
+            .issue(id, &[], crate::Validity::days_from_now(1))
+            .unwrap();
+        rustls_pki_types::CertificateDer::from_pem_slice(issued.cert_pem.as_bytes())
+            .unwrap()
+            .to_vec()
+    }
+
+    #[test]
+    fn the_cache_answers_what_the_certificate_says_and_keeps_only_good_ones() {
+        let samr = Identity::new("SAMR", CertRole::Client, "app").unwrap();
+        let trans = Identity::new("TRANS", CertRole::Admin, "ops").unwrap();
+        let (a, b) = (cert_der(&samr), cert_der(&trans));
+        let cache = IdentityCache::new(2);
+        for _ in 0..2 {
+            assert_eq!(cache.identify(&a).unwrap(), samr);
+            assert_eq!(cache.identify(&b).unwrap(), trans);
+        }
+        assert_eq!(cache.len(), 2);
+        // Garbage is refused every time and never remembered.
+        for _ in 0..2 {
+            assert!(cache.identify(b"not a certificate").is_err());
+        }
+        assert_eq!(cache.len(), 2);
+        // Full: starting over still answers right.
+        let just = Identity::new("JUST", CertRole::Node, "n3").unwrap();
+        assert_eq!(cache.identify(&cert_der(&just)).unwrap(), just);
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.identify(&a).unwrap(), samr);
+    }
 
     #[test]
     fn uri_round_trip_and_refusals() {
