@@ -244,7 +244,7 @@ mod tests {
         }
         assert_eq!(cache.len(), 2);
         // Full: starting over still answers right.
-        let just = Identity::new("JUST", CertRole::Node, "n3").unwrap();
+        let just = Identity::new("JUST", CertRole::Client, "case-system").unwrap();
         assert_eq!(cache.identify(&cert_der(&just)).unwrap(), just);
         assert_eq!(cache.len(), 1);
         assert_eq!(cache.identify(&a).unwrap(), samr);
