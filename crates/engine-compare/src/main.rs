@@ -9,6 +9,8 @@
 //! `engine-compare <sled|fjall> <writes> [batch]`
 use std::time::Instant;
 
+type Error = Box<dyn std::error::Error>;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -22,28 +24,23 @@ fn cpu_s() -> f64 {
     t(u.ru_utime) + t(u.ru_stime)
 }
 
-fn io_write_bytes() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/io").unwrap();
-    s.lines()
-        .find(|l| l.starts_with("write_bytes"))
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap()
+/// The number after `field` in a `/proc/self/<file>` of "name: value" lines.
+fn proc_field(file: &str, field: &str) -> Result<u64, Error> {
+    let text = std::fs::read_to_string(format!("/proc/self/{file}"))?;
+    let value = text
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.split_whitespace().next())
+        .ok_or_else(|| format!("no {field} in /proc/self/{file}"))?;
+    Ok(value.parse()?)
 }
-fn rss_mb() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap();
-    s.lines()
-        .find(|l| l.starts_with("VmRSS"))
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<u64>()
-        .unwrap()
-        / 1024
+
+fn io_write_bytes() -> Result<u64, Error> {
+    proc_field("io", "write_bytes")
+}
+
+fn rss_mb() -> Result<u64, Error> {
+    Ok(proc_field("status", "VmRSS")? / 1024)
 }
 
 fn val(n: usize, seed: u64) -> Vec<u8> {
@@ -134,104 +131,159 @@ fn reads_of(rev: u64) -> [String; 4] {
     ]
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let engine = args[1].as_str();
-    let n: u64 = args[2].parse().unwrap();
-    let batch: u64 = args.get(3).map(|s| s.parse().unwrap()).unwrap_or(8);
-    let dir = std::path::PathBuf::from(format!("/tmp/engines-data/{engine}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let (c0, w0, t0) = (cpu_s(), io_write_bytes(), Instant::now());
-    let mut reads = 0u64;
-    match engine {
-        "sled" => {
-            let db = sled::Config::new()
-                .path(&dir)
-                .cache_capacity(64 << 20)
-                .flush_every_ms(Some(1000))
-                .open()
-                .unwrap();
-            let t = db.open_tree("sm").unwrap();
-            for (k, v) in registry() {
-                t.insert(k, v).unwrap();
-            }
-            let mut rev = 1;
-            while rev <= n {
-                let mut b = sled::Batch::default();
-                for r in rev..(rev + batch).min(n + 1) {
-                    // the reads an apply does: request id, departments, policy
-                    for k in reads_of(r) {
-                        if t.get(k.as_bytes()).unwrap().is_some() {
-                            reads += 1;
-                        }
-                    }
-                    reads += t.scan_prefix(b"s/dept/").count() as u64;
-                    let (puts, dels) = ops(r);
-                    for (k, v) in puts {
-                        b.insert(k, v);
-                    }
-                    for k in dels {
-                        b.remove(k);
-                    }
-                }
-                b.insert(b"m/last_applied".as_slice(), val(60, rev));
-                t.apply_batch(b).unwrap();
-                rev += batch;
-            }
-            db.flush().unwrap();
-        }
-        "fjall" => {
-            let db = fjall::Database::builder(&dir)
-                .cache_size(64 << 20)
-                .open()
-                .unwrap();
-            let t = db
-                .keyspace("sm", fjall::KeyspaceCreateOptions::default)
-                .unwrap();
-            for (k, v) in registry() {
-                t.insert(k, v).unwrap();
-            }
-            let mut rev = 1;
-            while rev <= n {
-                let mut b = db.batch();
-                for r in rev..(rev + batch).min(n + 1) {
-                    for k in reads_of(r) {
-                        if t.get(k.as_bytes()).unwrap().is_some() {
-                            reads += 1;
-                        }
-                    }
-                    reads += t.prefix(b"s/dept/").count() as u64;
-                    let (puts, dels) = ops(r);
-                    for (k, v) in puts {
-                        b.insert(&t, k, v);
-                    }
-                    for k in dels {
-                        b.remove(&t, k);
-                    }
-                }
-                b.insert(&t, b"m/last_applied".as_slice(), val(60, rev));
-                b.commit().unwrap();
-                rev += batch;
-            }
-            db.persist(fjall::PersistMode::SyncAll).unwrap();
-        }
-        _ => panic!("sled or fjall"),
-    }
-    let (c1, w1, t1) = (cpu_s(), io_write_bytes(), t0.elapsed().as_secs_f64());
-    let size: u64 = walk(&dir);
-    println!(
-        "{engine:6} writes {n} batch {batch}: cpu {:.1} us/write, wall {:.1} us/write, disk written {:.1} KB/write, dir {} MB, rss {} MB ({reads} reads found)",
-        (c1 - c0) * 1e6 / n as f64, t1 * 1e6 / n as f64, (w1 - w0) as f64 / 1024.0 / n as f64, size >> 20, rss_mb()
-    );
+/// The four things an apply asks of the engine.
+trait Engine {
+    fn found(&self, key: &[u8]) -> Result<bool, Error>;
+    fn count_prefix(&self, prefix: &[u8]) -> usize;
+    /// One atomic batch: `Some` inserts, `None` removes.
+    fn commit(&self, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<(), Error>;
+    /// Everything written reaches the disk (once, at the end: not timed per batch).
+    fn finish(&self) -> Result<(), Error>;
 }
 
-fn walk(p: &std::path::Path) -> u64 {
-    let mut s = 0;
-    for e in std::fs::read_dir(p).unwrap() {
-        let e = e.unwrap();
-        let m = e.metadata().unwrap();
-        s += if m.is_dir() { walk(&e.path()) } else { m.len() };
+struct Sled(sled::Db, sled::Tree);
+
+impl Sled {
+    /// As `concord_store::open` configures it.
+    fn open(dir: &std::path::Path) -> Result<Self, Error> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(64 << 20)
+            .flush_every_ms(Some(1000))
+            .open()?;
+        let tree = db.open_tree("sm")?;
+        Ok(Sled(db, tree))
     }
-    s
+}
+
+impl Engine for Sled {
+    fn found(&self, key: &[u8]) -> Result<bool, Error> {
+        Ok(self.1.get(key)?.is_some())
+    }
+    fn count_prefix(&self, prefix: &[u8]) -> usize {
+        self.1.scan_prefix(prefix).count()
+    }
+    fn commit(&self, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<(), Error> {
+        let mut b = sled::Batch::default();
+        for (k, v) in writes {
+            match v {
+                Some(v) => b.insert(k, v),
+                None => b.remove(k),
+            }
+        }
+        Ok(self.1.apply_batch(b)?)
+    }
+    fn finish(&self) -> Result<(), Error> {
+        self.0.flush()?;
+        Ok(())
+    }
+}
+
+struct Fjall(fjall::Database, fjall::Keyspace);
+
+impl Fjall {
+    fn open(dir: &std::path::Path) -> Result<Self, Error> {
+        let db = fjall::Database::builder(dir).cache_size(64 << 20).open()?;
+        let keyspace = db.keyspace("sm", fjall::KeyspaceCreateOptions::default)?;
+        Ok(Fjall(db, keyspace))
+    }
+}
+
+impl Engine for Fjall {
+    fn found(&self, key: &[u8]) -> Result<bool, Error> {
+        Ok(self.1.get(key)?.is_some())
+    }
+    fn count_prefix(&self, prefix: &[u8]) -> usize {
+        self.1.prefix(prefix).count()
+    }
+    fn commit(&self, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<(), Error> {
+        let mut b = self.0.batch();
+        for (k, v) in writes {
+            match v {
+                Some(v) => b.insert(&self.1, k, v),
+                None => b.remove(&self.1, k),
+            }
+        }
+        Ok(b.commit()?)
+    }
+    fn finish(&self) -> Result<(), Error> {
+        Ok(self.0.persist(fjall::PersistMode::SyncAll)?)
+    }
+}
+
+/// Seeds the registry, then applies `n` writes in batches of `batch`; returns how
+/// many reads found their key.
+fn run(engine: &dyn Engine, n: u64, batch: u64) -> Result<u64, Error> {
+    engine.commit(registry().into_iter().map(|(k, v)| (k, Some(v))).collect())?;
+    let mut reads = 0u64;
+    let mut rev = 1;
+    while rev <= n {
+        let mut writes = vec![];
+        for r in rev..(rev + batch).min(n + 1) {
+            for k in reads_of(r) {
+                reads += u64::from(engine.found(k.as_bytes())?);
+            }
+            reads += engine.count_prefix(b"s/dept/") as u64;
+            let (puts, dels) = ops(r);
+            writes.extend(puts.into_iter().map(|(k, v)| (k, Some(v))));
+            writes.extend(dels.into_iter().map(|k| (k, None)));
+        }
+        writes.push((b"m/last_applied".to_vec(), Some(val(60, rev))));
+        engine.commit(writes)?;
+        rev += batch;
+    }
+    engine.finish()?;
+    Ok(reads)
+}
+
+const USAGE: &str = "usage: engine-compare <sled|fjall> <writes> [batch, default 8]";
+
+fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(engine), Some(n)) = (args.get(1), args.get(2)) else {
+        return Err(USAGE.into());
+    };
+    let n: u64 = n.parse().map_err(|e| format!("writes: {e}; {USAGE}"))?;
+    let batch: u64 = match args.get(3) {
+        Some(b) => b.parse().map_err(|e| format!("batch: {e}; {USAGE}"))?,
+        None => 8,
+    };
+    if n == 0 || batch == 0 {
+        return Err(format!("writes and batch must be positive; {USAGE}").into());
+    }
+    let dir = std::path::PathBuf::from(format!("/tmp/engines-data/{engine}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let engine_box: Box<dyn Engine> = match engine.as_str() {
+        "sled" => Box::new(Sled::open(&dir)?),
+        "fjall" => Box::new(Fjall::open(&dir)?),
+        other => return Err(format!("unknown engine {other:?}; {USAGE}").into()),
+    };
+    let (c0, w0, t0) = (cpu_s(), io_write_bytes()?, Instant::now());
+    let reads = run(engine_box.as_ref(), n, batch)?;
+    let (c1, w1, t1) = (cpu_s(), io_write_bytes()?, t0.elapsed().as_secs_f64());
+    let size = walk(&dir)?;
+    println!(
+        "{engine:6} writes {n} batch {batch}: cpu {:.1} us/write, wall {:.1} us/write, disk written {:.1} KB/write, dir {} MB, rss {} MB ({reads} reads found)",
+        (c1 - c0) * 1e6 / n as f64,
+        t1 * 1e6 / n as f64,
+        (w1 - w0) as f64 / 1024.0 / n as f64,
+        size >> 20,
+        rss_mb()?
+    );
+    Ok(())
+}
+
+fn walk(p: &std::path::Path) -> std::io::Result<u64> {
+    let mut s = 0;
+    for e in std::fs::read_dir(p)? {
+        let e = e?;
+        let m = e.metadata()?;
+        s += if m.is_dir() {
+            walk(&e.path())?
+        } else {
+            m.len()
+        };
+    }
+    Ok(s)
 }
