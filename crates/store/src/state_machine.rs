@@ -171,10 +171,11 @@ fn finish_install(shared: &Shared, checked: Checked) -> Result<Meta, StorageErro
 const LOAD_CHUNK: usize = 4096;
 
 /// Inserts the entries `read` produces into the (empty) `sm` tree, one loader
-/// thread per core while this thread reads and hashes the file. An install needs
-/// no atomic batches — the INSTALLING mark has a stopped install start over on
-/// restart — and a snapshot's keys are distinct, so chunks go in in any order.
-/// (One thread inserting batches took 111 s for a 2.5 GB snapshot, debug build.)
+/// thread per core while this thread reads the file (hashing it too when it was
+/// not verified on receipt). An install needs no atomic batches — the INSTALLING
+/// mark has a stopped install start over on restart — and a snapshot's keys are
+/// distinct, so chunks go in in any order. (2.4 GB: 57 s with one thread inserting
+/// batches, 27 s this way; docs/performance.md.)
 fn bulk_load(
     sm: &sled::Tree,
     read: impl FnOnce(&mut dyn FnMut(Vec<u8>, Vec<u8>) -> std::io::Result<()>) -> std::io::Result<Meta>,
