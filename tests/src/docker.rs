@@ -176,10 +176,10 @@ pub struct DockerCluster {
     _dir: tempfile::TempDir,
 }
 
-/// Small snapshots and a short log tail, so a node that is down for a few
-/// seconds under load comes back behind the purged log and needs a snapshot.
-const NODE_CONFIG: &str =
-    "[raft]\nsnapshot_after_entries = 300\nkeep_entries_behind_snapshot = 50\n";
+/// Small snapshots and a short log tail, and a leader that waits for a stalled
+/// peer only 3 s, so a node that is down for a few seconds under load comes back
+/// behind the purged log and needs a snapshot.
+const NODE_CONFIG: &str = "[raft]\nsnapshot_after_entries = 300\nkeep_entries_behind_snapshot = 50\nlagging_peer_grace_ms = 3000\n";
 
 impl DockerCluster {
     /// Starts `departments.len()` voters; node 1 bootstraps the cluster.

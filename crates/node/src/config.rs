@@ -151,10 +151,17 @@ pub struct RaftTuning {
     pub heartbeat_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
-    /// Build a snapshot after this many entries since the last one.
+    /// Build a snapshot after this many entries since the last one...
     pub snapshot_after_entries: u64,
+    /// ...and once the log since the last one holds at least this percent of its
+    /// bytes, so the cost of a dump stays in proportion to the writes (0: entries
+    /// alone decide).
+    pub snapshot_log_percent: u64,
     /// Entries kept in the log behind a snapshot (for followers that lag a little).
     pub keep_entries_behind_snapshot: u64,
+    /// How long the leader keeps the log a follower or learner will read next while
+    /// that peer makes no progress (see `compaction`).
+    pub lagging_peer_grace_ms: u64,
     pub snapshot_chunk_bytes: u64,
     /// How long the leader waits for each InstallSnapshot chunk.
     pub install_snapshot_timeout_ms: u64,
@@ -171,7 +178,9 @@ impl Default for RaftTuning {
             election_timeout_min_ms: 500,
             election_timeout_max_ms: 1000,
             snapshot_after_entries: 20_000,
+            snapshot_log_percent: 10,
             keep_entries_behind_snapshot: 1_000,
+            lagging_peer_grace_ms: 30_000,
             snapshot_chunk_bytes: 1 << 20,
             install_snapshot_timeout_ms: 10_000,
             install_snapshot_min_mib_per_s: 4,
@@ -519,6 +528,15 @@ impl NodeConfig {
                 "must be greater than raft.election_timeout_min_ms",
             ));
         }
+        if r.snapshot_after_entries == 0 {
+            return Err(invalid("raft.snapshot_after_entries", "must be positive"));
+        }
+        if r.snapshot_log_percent > 1000 {
+            return Err(invalid(
+                "raft.snapshot_log_percent",
+                "must be at most 1000 (a log ten times the snapshot)",
+            ));
+        }
         if r.snapshot_chunk_bytes < 4096 {
             return Err(invalid(
                 "raft.snapshot_chunk_bytes",
@@ -585,8 +603,9 @@ impl NodeConfig {
             heartbeat_interval: r.heartbeat_ms,
             election_timeout_min: r.election_timeout_min_ms,
             election_timeout_max: r.election_timeout_max_ms,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(r.snapshot_after_entries),
-            max_in_snapshot_log_to_keep: r.keep_entries_behind_snapshot,
+            // Both decided by `compaction`, which weighs bytes and lagging peers.
+            snapshot_policy: openraft::SnapshotPolicy::Never,
+            max_in_snapshot_log_to_keep: u64::MAX,
             snapshot_max_chunk_size: r.snapshot_chunk_bytes,
             // The network applies the real limits (`snapshot_timeouts`): openraft's
             // one value would also bound the final chunk, which lasts the whole install.

@@ -22,6 +22,8 @@ pub struct NodeCore {
     pub raft: Raft,
     pub reader: StoreReader,
     pub peers: Peers,
+    /// Snapshots being sent to peers, which the log compaction policy waits for.
+    pub snapshot_sends: crate::network::SnapshotSends,
     pub config: NodeConfig,
     /// Flips to true when the node stops, ending watch streams.
     pub stopping: tokio::sync::watch::Sender<bool>,

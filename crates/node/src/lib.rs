@@ -18,6 +18,7 @@
 pub mod auth;
 pub mod client;
 pub mod coalesce;
+pub mod compaction;
 pub mod config;
 pub mod convert;
 pub mod core;

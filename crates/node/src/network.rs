@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use concord_domain::{Command, Response};
 use concord_proto::raft::v1::raft_service_client::RaftServiceClient;
@@ -92,6 +92,71 @@ impl Peers {
 pub struct NetworkFactory {
     pub peers: Peers,
     pub snapshot_timeouts: SnapshotTimeouts,
+    pub snapshot_sends: SnapshotSends,
+}
+
+/// The snapshots this node is sending, by target. A target that installs a
+/// snapshot resumes from the log right after it; the log compaction policy
+/// (`compaction`) keeps that part of the log until the install is over, or the
+/// target would need a second snapshot (seen at 1 M records: 146 s more).
+#[derive(Clone, Default)]
+pub struct SnapshotSends(Arc<Mutex<HashMap<NodeId, Sending>>>);
+
+#[derive(Clone, Copy, Debug)]
+struct Sending {
+    /// The last log index the snapshot covers.
+    last_index: u64,
+    /// Chunks awaiting their answer (the final one lasts the whole install).
+    in_flight: u32,
+    /// When the last chunk was sent or answered.
+    at: Instant,
+}
+
+impl SnapshotSends {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Sending>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a chunk in flight until the returned guard is dropped (answered,
+    /// failed or cancelled alike).
+    fn chunk(&self, target: NodeId, last_index: u64) -> ChunkInFlight {
+        let mut map = self.map();
+        let s = map.entry(target).or_insert(Sending {
+            last_index,
+            in_flight: 0,
+            at: Instant::now(),
+        });
+        s.last_index = last_index;
+        s.in_flight += 1;
+        s.at = Instant::now();
+        ChunkInFlight {
+            sends: self.clone(),
+            target,
+        }
+    }
+
+    /// Targets with a chunk in flight, or one sent or answered within `recent`
+    /// (between chunks, and between a failed transfer and its retry), with the
+    /// last index of the snapshot they get.
+    pub fn active(&self, recent: Duration) -> Vec<(NodeId, u64)> {
+        let mut map = self.map();
+        map.retain(|_, s| s.in_flight > 0 || s.at.elapsed() < recent);
+        map.iter().map(|(id, s)| (*id, s.last_index)).collect()
+    }
+}
+
+struct ChunkInFlight {
+    sends: SnapshotSends,
+    target: NodeId,
+}
+
+impl Drop for ChunkInFlight {
+    fn drop(&mut self) {
+        if let Some(s) = self.sends.map().get_mut(&self.target) {
+            s.in_flight = s.in_flight.saturating_sub(1);
+            s.at = Instant::now();
+        }
+    }
 }
 
 /// How long the leader waits for an InstallSnapshot chunk. The final chunk is
@@ -125,6 +190,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             client: self.peers.client(&node.addr).map_err(|e| e.to_string()),
             snapshot_timeouts: self.snapshot_timeouts,
+            snapshot_sends: self.snapshot_sends.clone(),
         }
     }
 }
@@ -133,6 +199,7 @@ pub struct PeerNetwork {
     target: NodeId,
     client: Result<RaftServiceClient<Channel>, String>,
     snapshot_timeouts: SnapshotTimeouts,
+    snapshot_sends: SnapshotSends,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -227,6 +294,8 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         let timeout = self
             .snapshot_timeouts
             .for_chunk(rpc.offset, chunk.len(), rpc.done);
+        let last_index = rpc.meta.last_log_id.map_or(0, |l| l.index);
+        let _in_flight = self.snapshot_sends.chunk(self.target, last_index);
         self.call(RaftRpc::InstallSnapshot, &rpc, chunk, timeout)
             .await
     }
@@ -266,5 +335,21 @@ mod tests {
             Duration::from_secs(650)
         );
         assert_eq!(t.for_chunk(0, 1000, true), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_snapshot_send_counts_while_a_chunk_is_out_and_for_a_while_after() {
+        let sends = SnapshotSends::default();
+        assert!(sends.active(Duration::from_secs(60)).is_empty());
+        let first = sends.chunk(4, 900);
+        let second = sends.chunk(4, 900);
+        drop(first);
+        // One chunk still out: active however short the window.
+        assert_eq!(sends.active(Duration::ZERO), vec![(4, 900)]);
+        drop(second);
+        assert_eq!(sends.active(Duration::from_secs(60)), vec![(4, 900)]);
+        // Nothing out and nothing recent: forgotten.
+        assert!(sends.active(Duration::ZERO).is_empty());
+        assert!(sends.active(Duration::from_secs(60)).is_empty());
     }
 }

@@ -185,9 +185,11 @@ pub async fn start_with_listener(
         identities: Default::default(),
     };
     let peers = Peers::new(security.tls.clone());
+    let snapshot_sends = crate::network::SnapshotSends::default();
     let network = NetworkFactory {
         peers: peers.clone(),
         snapshot_timeouts: config.snapshot_timeouts(),
+        snapshot_sends: snapshot_sends.clone(),
     };
     let raft = Raft::new(
         config.node_id,
@@ -205,6 +207,7 @@ pub async fn start_with_listener(
         raft,
         reader,
         peers,
+        snapshot_sends,
         config: config.clone(),
         stopping,
         security: security.clone(),
@@ -348,6 +351,7 @@ pub async fn start_with_listener(
     };
 
     tokio::spawn(core.clone().run_ticker());
+    tokio::spawn(crate::compaction::run(core.clone()));
     tokio::spawn(crate::membership::run(
         core.clone(),
         core.config.membership.clone(),

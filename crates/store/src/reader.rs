@@ -123,6 +123,11 @@ impl StoreReader {
         std::fs::metadata(crate::state_machine::current_path(&self.shared)).map_or(0, |m| m.len())
     }
 
+    /// Bytes of raft log held after `index` (see `Wal::bytes_after`).
+    pub fn log_bytes_after(&self, index: u64) -> u64 {
+        self.shared.wal.bytes_after(index)
+    }
+
     /// Events of revisions up to this one have been compacted away (0: none).
     pub fn compacted_through(&self) -> u64 {
         compacted_through(&self.shared.sm)

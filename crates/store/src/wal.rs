@@ -277,6 +277,31 @@ impl Wal {
         self.lock().cache.back().map(|e| e.log_id)
     }
 
+    /// Bytes on disk of the entries after `index` that the log holds: how much log
+    /// a snapshot at `index` would leave to replay.
+    pub fn bytes_after(&self, index: u64) -> u64 {
+        let inner = self.lock();
+        let first = index.saturating_add(1).max(inner.base);
+        let Some(loc) = first
+            .checked_sub(inner.base)
+            .and_then(|i| inner.locs.get(i as usize))
+        else {
+            return 0;
+        };
+        inner
+            .segments
+            .iter()
+            .filter(|s| s.first >= loc.segment)
+            .map(|s| {
+                if s.first == loc.segment {
+                    s.len.saturating_sub(loc.offset)
+                } else {
+                    s.len
+                }
+            })
+            .sum()
+    }
+
     /// Removes entries `from` and after, durably.
     pub fn truncate(&self, from: u64) -> Result<(), WalError> {
         self.lock().truncate(from)
@@ -598,6 +623,21 @@ mod tests {
         append(&wal, 100..200);
         wal.lock().start_segment(200).unwrap();
         append(&wal, 200..300);
+        let file_len = |first: u64| {
+            std::fs::metadata(segment_path(dir.path(), first))
+                .unwrap()
+                .len()
+        };
+        // What a snapshot at an index would leave to replay: every byte after it.
+        assert_eq!(
+            wal.bytes_after(0),
+            file_len(1) + file_len(100) + file_len(200)
+        );
+        assert_eq!(wal.bytes_after(99), file_len(100) + file_len(200));
+        assert_eq!(wal.bytes_after(199), file_len(200));
+        assert!(wal.bytes_after(150) < wal.bytes_after(149));
+        assert_eq!(wal.bytes_after(299), 0);
+        assert_eq!(wal.bytes_after(u64::MAX), 0);
         // A conflicting suffix from 150 on, replaced.
         wal.truncate(150).unwrap();
         assert_eq!(wal.last().unwrap().index, 149);
