@@ -14,8 +14,9 @@
 //! - purges the log up to `keep_entries_behind_snapshot` behind the snapshot, but
 //!   on the leader not past what a follower or learner still making progress will
 //!   read next, nor past the snapshot a peer is being sent. A peer that makes no
-//!   progress for `lagging_peer_grace_ms`, or falls more than
-//!   `max_held_entries` behind, is not waited for: it gets a snapshot when it is back.
+//!   progress for `lagging_peer_grace_ms`, or would hold more log than the snapshot
+//!   (then sending it the snapshot again is the cheaper way), is not waited for: it
+//!   gets a snapshot when it is back.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -43,8 +44,9 @@ pub struct Policy {
     pub after_entries: u64,
     pub log_percent: u64,
     pub keep: u64,
-    /// A peer further than this behind the purge point is not waited for.
-    pub max_held_entries: u64,
+    /// A peer is waited for while the log after it is at most the snapshot's
+    /// size, or this, whichever is larger.
+    pub min_held_bytes: u64,
 }
 
 impl Policy {
@@ -53,10 +55,7 @@ impl Policy {
             after_entries: t.snapshot_after_entries,
             log_percent: t.snapshot_log_percent,
             keep: t.keep_entries_behind_snapshot,
-            // Enough for a learner's install at 1 M records under full write load
-            // (about 30 s at 2,000 writes/s), and a bound on the disk a stuck
-            // peer can hold.
-            max_held_entries: t.snapshot_after_entries.saturating_mul(10),
+            min_held_bytes: 64 << 20,
         }
     }
 
@@ -71,15 +70,20 @@ impl Policy {
     /// `resume_after`: for each peer waited for, the last index it holds (it reads
     /// the log from the next one), or None if it has reported none yet (a learner
     /// just added: the purge stays where it is, for `grace` at most).
-    pub fn purge_upto(&self, f: &LogFacts, resume_after: &[Option<u64>]) -> Option<u64> {
+    /// `log_bytes_after(i)`: bytes of log after index `i`.
+    pub fn purge_upto(
+        &self,
+        f: &LogFacts,
+        resume_after: &[Option<u64>],
+        log_bytes_after: impl Fn(u64) -> u64,
+    ) -> Option<u64> {
         let behind_snapshot = f.snapshot?.checked_sub(self.keep)?;
+        let most = f.snapshot_bytes.max(self.min_held_bytes);
         let held = resume_after
             .iter()
             .filter_map(|at| match at {
                 None => Some(f.purged.unwrap_or(0)),
-                Some(at) => {
-                    (behind_snapshot.saturating_sub(*at) <= self.max_held_entries).then_some(*at)
-                }
+                Some(at) => (log_bytes_after(*at) <= most).then_some(*at),
             })
             .min();
         let upto = held.map_or(behind_snapshot, |at| at.min(behind_snapshot));
@@ -179,7 +183,8 @@ pub async fn run(core: Arc<NodeCore>) {
                 vec![]
             }
         };
-        if let Some(upto) = policy.purge_upto(&facts, &resume_after) {
+        let log_bytes_after = |index| core.reader.log_bytes_after(index);
+        if let Some(upto) = policy.purge_upto(&facts, &resume_after, log_bytes_after) {
             tracing::debug!(upto, ?resume_after, "log compaction: purging");
             if let Err(e) = core.raft.trigger().purge_log(upto).await {
                 tracing::warn!(error = %e, "cannot purge the log");
@@ -197,7 +202,7 @@ mod tests {
             after_entries: 1000,
             log_percent: 10,
             keep: 100,
-            max_held_entries: 10_000,
+            min_held_bytes: 1 << 20,
         }
     }
 
@@ -234,38 +239,47 @@ mod tests {
     #[test]
     fn the_log_is_purged_behind_the_snapshot_but_not_past_a_peer_that_needs_it() {
         let p = policy();
-        let f = facts(60_000, 50_000, 0, 0);
-        assert_eq!(p.purge_upto(&f, &[]), Some(49_900));
+        // Applied 60,000, a snapshot at 50,000 of 1.5 MB, 100 bytes of log per entry.
+        let f = facts(60_000, 50_000, 0, 1_500_000);
+        let log = |i: u64| 60_000u64.saturating_sub(i) * 100;
+        assert_eq!(p.purge_upto(&f, &[], log), Some(49_900));
         // Already purged that far: nothing to do.
         let done = LogFacts {
             purged: Some(49_900),
             ..f
         };
-        assert_eq!(p.purge_upto(&done, &[]), None);
+        assert_eq!(p.purge_upto(&done, &[], log), None);
         // A peer being sent the snapshot of 45,000 resumes at 45,001.
         assert_eq!(
-            p.purge_upto(&f, &[Some(59_990), Some(45_000)]),
+            p.purge_upto(&f, &[Some(59_990), Some(45_000)], log),
             Some(45_000)
         );
         let at_45k = LogFacts {
             purged: Some(45_000),
             ..f
         };
-        assert_eq!(p.purge_upto(&at_45k, &[Some(45_000)]), None);
+        assert_eq!(p.purge_upto(&at_45k, &[Some(45_000)], log), None);
         // A new learner (nothing matched yet) holds the purge where it is, however
         // far behind that is.
-        assert_eq!(p.purge_upto(&f, &[None]), None);
-        assert_eq!(p.purge_upto(&at_45k, &[Some(59_990), None]), None);
-        // Too far behind to wait for: purged as if it were not there.
-        assert_eq!(p.purge_upto(&f, &[Some(39_899)]), Some(49_900));
-        assert_eq!(p.purge_upto(&f, &[Some(39_900)]), Some(39_900));
+        assert_eq!(p.purge_upto(&f, &[None], log), None);
+        assert_eq!(p.purge_upto(&at_45k, &[Some(59_990), None], log), None);
+        // A peer that would hold more log than the snapshot (1.5 MB: 15,000
+        // entries) is not waited for: the snapshot again is cheaper.
+        assert_eq!(p.purge_upto(&f, &[Some(44_999)], log), Some(49_900));
+        // Small snapshots: up to `min_held_bytes` (1 MiB, 10,485 entries) is held.
+        let small = LogFacts {
+            snapshot_bytes: 1000,
+            ..f
+        };
+        assert_eq!(p.purge_upto(&small, &[Some(49_515)], log), Some(49_515));
+        assert_eq!(p.purge_upto(&small, &[Some(49_514)], log), Some(49_900));
         // No snapshot, or keep reaching back past the start: nothing to purge.
         let none = LogFacts {
             snapshot: None,
             ..f
         };
-        assert_eq!(p.purge_upto(&none, &[]), None);
-        assert_eq!(p.purge_upto(&facts(60, 50, 0, 0), &[]), None);
+        assert_eq!(p.purge_upto(&none, &[], log), None);
+        assert_eq!(p.purge_upto(&facts(60, 50, 0, 0), &[], log), None);
     }
 
     #[test]
