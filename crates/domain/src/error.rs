@@ -60,6 +60,21 @@ impl DomainError {
 #[error("state storage fault: {0}")]
 pub struct StorageFault(pub String);
 
+impl StorageFault {
+    const INSTALLING: &'static str =
+        "this replica is installing a snapshot; retry shortly or read at another node";
+
+    /// The replica's state is being replaced by a snapshot: not readable until the
+    /// install is over. Not a fault of the data; the node answers UNAVAILABLE.
+    pub fn installing() -> StorageFault {
+        StorageFault(Self::INSTALLING.to_string())
+    }
+
+    pub fn is_installing(&self) -> bool {
+        self.0 == Self::INSTALLING
+    }
+}
+
 /// Either a refusal (the caller's problem, returned to them) or a storage fault (the
 /// replica's problem). Lets rule code use `?` on both.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

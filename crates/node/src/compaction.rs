@@ -147,22 +147,27 @@ pub async fn run(core: Arc<NodeCore>) {
             _ = tokio::time::sleep(tick) => {}
             _ = stopping.wait_for(|s| *s) => return,
         }
-        let (facts, matched) = {
+        // Copied out first: a borrow of the metrics blocks openraft's updates.
+        let (applied, snapshot, purged, matched) = {
             let m = core.raft.metrics();
             let m = m.borrow();
-            let snapshot = m.snapshot.map(|l| l.index);
-            let facts = LogFacts {
-                applied: m.last_applied.map_or(0, |l| l.index),
-                snapshot,
-                purged: m.purged.map(|l| l.index),
-                log_bytes_since_snapshot: core.reader.log_bytes_after(snapshot.unwrap_or(0)),
-                snapshot_bytes: core.reader.snapshot_bytes(),
-            };
             let matched: Option<BTreeMap<NodeId, Option<u64>>> = m
                 .replication
                 .as_ref()
                 .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect());
-            (facts, matched)
+            (
+                m.last_applied.map_or(0, |l| l.index),
+                m.snapshot.map(|l| l.index),
+                m.purged.map(|l| l.index),
+                matched,
+            )
+        };
+        let facts = LogFacts {
+            applied,
+            snapshot,
+            purged,
+            log_bytes_since_snapshot: core.reader.log_bytes_after(snapshot.unwrap_or(0)),
+            snapshot_bytes: core.reader.snapshot_bytes(),
         };
         if policy.build_due(&facts) {
             tracing::debug!(?facts, "log compaction: building a snapshot");

@@ -30,6 +30,9 @@ pub enum NodeError {
 
 impl From<StorageFault> for NodeError {
     fn from(f: StorageFault) -> Self {
+        if f.is_installing() {
+            return NodeError::unavailable(f.0);
+        }
         NodeError::Internal(f.to_string())
     }
 }

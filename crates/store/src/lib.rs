@@ -105,6 +105,11 @@ pub(crate) struct Shared {
     /// Set from the first chunk of a snapshot received until its install ends, so
     /// a log purge issued with the install waits for it (see `LogStore::purge`).
     pub receiving_snapshot: std::sync::atomic::AtomicBool,
+    /// Counts the starts and ends of snapshot installs: odd while one runs. An
+    /// install clears the state and loads it again in no particular order, so
+    /// reads refuse while it is odd, and a reader that must see a consistent state
+    /// across several reads (a Watch scan) checks that it did not change.
+    pub installs: std::sync::atomic::AtomicU64,
     /// Held while the state machine is written, and while a snapshot cut begins.
     pub apply_lock: tokio::sync::Mutex<()>,
     /// Held for a whole snapshot build, which an install (that replaces the
@@ -153,6 +158,7 @@ pub fn open(
         snapshot_dir,
         applied: applied_tx,
         receiving_snapshot: std::sync::atomic::AtomicBool::new(false),
+        installs: std::sync::atomic::AtomicU64::new(0),
         apply_lock: tokio::sync::Mutex::new(()),
         build_lock: tokio::sync::Mutex::new(()),
         cuts: cut::Cuts::default(),

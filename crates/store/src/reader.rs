@@ -1,5 +1,6 @@
 //! The read side of a replica: domain state, retained events and the applied revision.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,6 +99,7 @@ impl StoreReader {
     /// Events with revision >= `start`, in order, at most `limit` (a revision's events
     /// are never split, so the result may exceed `limit` by one revision's worth).
     pub fn events_from(&self, start: u64, limit: usize) -> Result<Vec<Event>, StorageFault> {
+        self.readable()?;
         let mut out: Vec<Event> = vec![];
         for kv in self.shared.sm.range(sm_keys::event_start(start)..) {
             let (k, v) = kv.map_err(fault)?;
@@ -123,6 +125,20 @@ impl StoreReader {
         std::fs::metadata(crate::state_machine::current_path(&self.shared)).map_or(0, |m| m.len())
     }
 
+    /// Counts snapshot installs begun and ended: odd while one runs (see
+    /// `Shared::installs`). Equal before and after several reads: they saw one state.
+    pub fn install_generation(&self) -> u64 {
+        self.shared.installs.load(Ordering::SeqCst)
+    }
+
+    /// Refuses reads while a snapshot install has the state half loaded.
+    fn readable(&self) -> Result<(), StorageFault> {
+        if self.install_generation() % 2 == 1 {
+            return Err(StorageFault::installing());
+        }
+        Ok(())
+    }
+
     /// Bytes of raft log held after `index` (see `Wal::bytes_after`).
     pub fn log_bytes_after(&self, index: u64) -> u64 {
         self.shared.wal.bytes_after(index)
@@ -136,6 +152,7 @@ impl StoreReader {
 
 impl StateRead for StoreReader {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageFault> {
+        self.readable()?;
         SledView(&self.shared.sm).get(key)
     }
 
@@ -145,6 +162,7 @@ impl StateRead for StoreReader {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, StorageFault> {
+        self.readable()?;
         SledView(&self.shared.sm).scan(prefix, after, limit)
     }
 }

@@ -126,8 +126,25 @@ fn begin_install(shared: &Shared) -> Result<(), StorageError> {
         .durability
         .sync_now()
         .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    // Odd until `finish_install` succeeds: a failed install leaves a partial state
+    // that must not be read (openraft stops the node; a restart resumes the install).
+    mark_installs(shared, true);
     shared.sm.clear().map_err(|e| sm_err(ErrorVerb::Write, e))?;
     Ok(())
+}
+
+/// Makes `Shared::installs` odd (an install runs) or the next even value (it is
+/// over). A begun install that never finished (a failure, then the restart's retry
+/// in the same process) leaves it odd, not even.
+fn mark_installs(shared: &Shared, running: bool) {
+    let step = |g: u64| match (running, g % 2 == 1) {
+        (true, true) => g,
+        (true, false) | (false, true) => g + 1,
+        (false, false) => g + 2,
+    };
+    let _ = shared
+        .installs
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |g| Some(step(g)));
 }
 
 /// Loads the current snapshot file into the (cleared) state machine, durably, then
@@ -161,6 +178,8 @@ fn finish_install(shared: &Shared, checked: Checked) -> Result<Meta, StorageErro
         .raft
         .remove(INSTALLING)
         .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    // Readable again before readers waiting for `applied` wake up.
+    mark_installs(shared, false);
     shared
         .applied
         .send_replace(meta.last_log_id.map_or(0, |l| l.index));
@@ -732,6 +751,27 @@ mod tests {
             "exactly the snapshot: nothing lost, nothing left over"
         );
         assert!(shared.raft.get(INSTALLING).unwrap().is_none());
+    }
+
+    #[test]
+    fn the_state_is_not_readable_while_an_install_has_it_half_loaded() {
+        use concord_domain::StateRead;
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, sm, reader) = crate::open(dir.path(), Default::default()).unwrap();
+        let shared = sm.shared.clone();
+        snapshot_of(&shared, 10);
+        let before = reader.install_generation();
+        assert!(reader.get("case/case-0000001-1").unwrap().is_none());
+        begin_install(&shared).unwrap();
+        // Cleared and not yet loaded: an answer now would say the state is empty.
+        let refused = reader.get("case/case-0000001-1").unwrap_err();
+        assert!(refused.is_installing(), "{refused}");
+        assert!(reader.scan("case/", None, 10).unwrap_err().is_installing());
+        assert!(reader.events_from(1, 10).unwrap_err().is_installing());
+        finish_install(&shared, Checked::No).unwrap();
+        assert!(reader.get("case/case-0000001-1").unwrap().is_some());
+        // A reader that saw `before` knows an install came between.
+        assert_eq!(reader.install_generation(), before + 2);
     }
 
     #[test]

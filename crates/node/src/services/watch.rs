@@ -74,8 +74,12 @@ impl WatchService for WatchSvc {
         } else {
             r.start_revision
         };
+        let generation = reader.install_generation();
         let compacted = reader.compacted_through();
-        if start <= compacted {
+        // Mid-install the compaction point may be loaded before the events it
+        // follows: `follow` decides once the install is over.
+        let settled = generation % 2 == 0 && reader.install_generation() == generation;
+        if settled && start <= compacted {
             return Err(NodeError::Compacted {
                 requested: start,
                 oldest: compacted + 1,
@@ -119,7 +123,30 @@ async fn follow(
     loop {
         // Everything at or below `applied` is in the store before we scan.
         let applied = *applied_rx.borrow_and_update();
-        let compacted = reader.compacted_through();
+        // A snapshot install clears the state and loads it in no order: a scan
+        // during one could see a later event without an earlier one and skip it.
+        // So a scan counts only if no install ran at any time during it.
+        let generation = reader.install_generation();
+        let scanned = (generation % 2 == 0)
+            .then(|| {
+                (
+                    reader.compacted_through(),
+                    reader.events_from(cursor, SCAN_LIMIT),
+                )
+            })
+            .filter(|_| reader.install_generation() == generation);
+        let Some((compacted, events)) = scanned else {
+            // The install's end moves `applied`.
+            tokio::select! {
+                changed = applied_rx.changed() => if changed.is_err() { return },
+                _ = async { let _ = stopping.wait_for(|s| *s).await; } => {
+                    let _ = tx.send(Err(Status::unavailable("node is shutting down; resume on another node"))).await;
+                    return;
+                }
+                _ = tx.closed() => return,
+            }
+            continue;
+        };
         if cursor <= compacted {
             let oldest = compacted + 1;
             let _ = tx
@@ -131,7 +158,7 @@ async fn follow(
                 .await;
             return;
         }
-        let events = match reader.events_from(cursor, SCAN_LIMIT) {
+        let events = match events {
             Ok(e) => e,
             Err(e) => {
                 let _ = tx.send(Err(NodeError::from(e).into())).await;
