@@ -98,12 +98,12 @@ impl Policy {
 
 /// The leader's view of which peers it still waits for.
 #[derive(Default)]
-pub struct Peers {
+pub struct PeerProgress {
     /// The matched index of each peer and when it last changed.
     progress: HashMap<NodeId, (Option<u64>, Instant)>,
 }
 
-impl Peers {
+impl PeerProgress {
     /// For each peer still waited for, the last index it holds: a peer being sent
     /// a snapshot resumes after the snapshot; a peer whose matched index changed
     /// within `grace` resumes after it; others (down, cut off) are not waited for.
@@ -140,7 +140,7 @@ pub async fn run(core: Arc<NodeCore>) {
     let policy = Policy::new(&core.config.raft);
     let grace = Duration::from_millis(core.config.raft.lagging_peer_grace_ms);
     let tick = Duration::from_millis(core.config.housekeeping.tick_interval_ms);
-    let mut peers = Peers::default();
+    let mut peers = PeerProgress::default();
     let mut stopping = core.stopping.subscribe();
     loop {
         tokio::select! {
@@ -184,7 +184,7 @@ pub async fn run(core: Arc<NodeCore>) {
                 Instant::now(),
             ),
             None => {
-                peers = Peers::default();
+                peers = PeerProgress::default();
                 vec![]
             }
         };
@@ -292,7 +292,7 @@ mod tests {
         let grace = Duration::from_secs(30);
         let t0 = Instant::now();
         let later = t0 + Duration::from_secs(31);
-        let mut peers = Peers::default();
+        let mut peers = PeerProgress::default();
         let matched: BTreeMap<NodeId, Option<u64>> =
             [(1, Some(500)), (2, Some(480)), (3, None)].into();
         // Node 1 leads; 2 progresses; 3 is a new learner being sent snapshot 400.
@@ -302,7 +302,7 @@ mod tests {
         );
         // Not yet sent anything: 3 reports nothing and holds the purge.
         assert_eq!(
-            Peers::default().resume_after(1, &matched, &[], grace, t0),
+            PeerProgress::default().resume_after(1, &matched, &[], grace, t0),
             vec![Some(480), None]
         );
         // 31 s on, 2 has not moved (down): no longer waited for; 3 still receives.

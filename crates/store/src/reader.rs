@@ -126,9 +126,21 @@ impl StoreReader {
     }
 
     /// Counts snapshot installs begun and ended: odd while one runs (see
-    /// `Shared::installs`). Equal before and after several reads: they saw one state.
-    pub fn install_generation(&self) -> u64 {
+    /// `Shared::installs`).
+    fn install_generation(&self) -> u64 {
         self.shared.installs.load(Ordering::SeqCst)
+    }
+
+    /// What `read` returns, if no snapshot install ran at any moment of it: several
+    /// reads that must see one state (a Watch scan: the compaction point, then the
+    /// events) get None when an install may have shown them a half-loaded one.
+    pub fn without_install<T>(&self, read: impl FnOnce(&Self) -> T) -> Option<T> {
+        let before = self.install_generation();
+        if before % 2 == 1 {
+            return None;
+        }
+        let out = read(self);
+        (self.install_generation() == before).then_some(out)
     }
 
     /// Refuses reads while a snapshot install has the state half loaded.

@@ -74,12 +74,10 @@ impl WatchService for WatchSvc {
         } else {
             r.start_revision
         };
-        let generation = reader.install_generation();
-        let compacted = reader.compacted_through();
         // Mid-install the compaction point may be loaded before the events it
         // follows: `follow` decides once the install is over.
-        let settled = generation % 2 == 0 && reader.install_generation() == generation;
-        if settled && start <= compacted {
+        let compacted = reader.without_install(|r| r.compacted_through());
+        if let Some(compacted) = compacted.filter(|c| start <= *c) {
             return Err(NodeError::Compacted {
                 requested: start,
                 oldest: compacted + 1,
@@ -126,15 +124,8 @@ async fn follow(
         // A snapshot install clears the state and loads it in no order: a scan
         // during one could see a later event without an earlier one and skip it.
         // So a scan counts only if no install ran at any time during it.
-        let generation = reader.install_generation();
-        let scanned = (generation % 2 == 0)
-            .then(|| {
-                (
-                    reader.compacted_through(),
-                    reader.events_from(cursor, SCAN_LIMIT),
-                )
-            })
-            .filter(|_| reader.install_generation() == generation);
+        let scanned =
+            reader.without_install(|r| (r.compacted_through(), r.events_from(cursor, SCAN_LIMIT)));
         let Some((compacted, events)) = scanned else {
             // The install's end moves `applied`.
             tokio::select! {
