@@ -326,17 +326,27 @@ async fn admin_writes_need_an_admin_certificate_and_run_on_the_leader() {
     c.shutdown().await;
 }
 
-/// Rewrites the audit record of `revision` in a stopped node's sled files.
+/// A stopped node's state keyspace (fjall), once the node has let go of it.
+fn open_state(data_dir: &Path) -> Option<(fjall::Database, fjall::Keyspace)> {
+    let db = fjall::Database::builder(data_dir.join("fjall"))
+        .open()
+        .ok()?;
+    let sm = db
+        .keyspace("sm", fjall::KeyspaceCreateOptions::default)
+        .ok()?;
+    Some((db, sm))
+}
+
+/// Rewrites the audit record of `revision` in a stopped node's files.
 fn tamper_audit_record(data_dir: &Path, revision: u64) {
-    let db = sled::open(data_dir.join("sled")).expect("open sled");
-    let tree = db.open_tree("sm").unwrap();
+    let (db, sm) = open_state(data_dir).expect("open the state");
     let key = format!("s/audit/{revision:020}");
-    let bytes = tree.get(&key).unwrap().expect("audit record");
+    let bytes = sm.get(&key).unwrap().expect("audit record");
     let mut record: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     record["actor"] = serde_json::Value::String("ECO".into());
-    tree.insert(key, serde_json::to_vec(&record).unwrap())
+    sm.insert(key, serde_json::to_vec(&record).unwrap())
         .unwrap();
-    db.flush().unwrap();
+    db.persist(fjall::PersistMode::SyncAll).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -400,17 +410,12 @@ async fn every_replica_holds_the_same_audit_head_and_a_rewrite_is_detected() {
     let victim = c.followers(c.must_leader().await)[0];
     let data_dir = c.nodes[&victim].config.data_dir.clone();
     c.stop(victim).await;
-    let revision = must_eventually(Duration::from_secs(10), "sled released", || {
+    let revision = must_eventually(Duration::from_secs(10), "the store released", || {
         let data_dir = data_dir.clone();
         async move {
-            let db = sled::open(data_dir.join("sled")).ok()?;
-            let tree = db.open_tree("sm").ok()?;
-            let third = tree
-                .scan_prefix("s/audit/")
-                .nth(2)?
-                .ok()
-                .map(|(k, _)| String::from_utf8_lossy(&k)[8..].parse::<u64>().unwrap())?;
-            Some(third)
+            let (_db, sm) = open_state(&data_dir)?;
+            let third = sm.prefix("s/audit/").nth(2)?.key().ok()?;
+            Some(String::from_utf8_lossy(&third)[8..].parse::<u64>().unwrap())
         }
     })
     .await;

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::StorageFault;
 
-/// Read access to the replicated state, provided by the store (sled) or by [`MemState`].
+/// Read access to the replicated state, provided by the store (fjall) or by [`MemState`].
 pub trait StateRead {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageFault>;
     /// Entries whose key starts with `prefix`, in key order, strictly after `after`

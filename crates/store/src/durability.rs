@@ -1,13 +1,9 @@
 //! Group commit: every waiter queued while one sync runs shares the next one.
 //!
 //! Two syncs use it. The raft log ([`crate::wal`]) is released after `fdatasync`
-//! of its active segment. sled (votes, the commit pointer, the state machine, the
-//! install mark) is synced by `flush` and then `fsync` of its data file: sled's own
-//! `flush` ends in `sync_file_range`, which neither writes file metadata nor flushes
-//! the drive's cache (sled issue #1452).
+//! of its active segment. fjall (votes, the commit pointer, the state machine, the
+//! install mark) is synced by `persist(SyncAll)` of its journal.
 
-use std::fs::File;
-use std::path::Path;
 use std::sync::{mpsc, Arc};
 use std::thread;
 
@@ -20,14 +16,13 @@ pub struct Durability {
 }
 
 impl Durability {
-    /// sled's buffers, then its data file (opened once: sled keeps the same file).
-    pub(crate) fn for_sled(db: sled::Db, file: &Path) -> std::io::Result<Self> {
-        let file = File::open(file)?;
+    /// fjall's journal: every batch written before it, state machine included.
+    pub(crate) fn for_fjall(db: fjall::Database) -> std::io::Result<Self> {
         Self::start(
             "concord-fsync",
             Arc::new(move || {
-                db.flush().map_err(crate::io_err)?;
-                file.sync_all()
+                db.persist(fjall::PersistMode::SyncAll)
+                    .map_err(crate::io_err)
             }),
         )
     }

@@ -1,23 +1,26 @@
-//! openraft storage for Concord on sled: the raft log and vote ([`LogStore`]), the
+//! openraft storage for Concord: the raft log and vote ([`LogStore`]), the
 //! replicated state machine ([`StateMachine`]) and the read side ([`StoreReader`]).
+//! The log is in segment files of its own; everything else is in fjall (an LSM
+//! tree), in two keyspaces: `raft` (vote and log pointers) and `sm` (the state).
 //!
 //! # Layout
 //! - [`durability`]: group commit — one sync for every batch of waiters.
 //! - [`wal`]: the raft log in append-only segment files (`fdatasync` per group commit).
-//! - [`log_store`]: `RaftLogStorage` on the WAL and sled's `raft` tree.
-//! - [`state_machine`]: `RaftStateMachine` on the `sm` tree; calls `concord_domain::apply`.
-//! - [`snapshot`]: the snapshot file format (checksummed dump of the `sm` tree).
-//! - `cut`: a consistent cut of the `sm` tree dumped while applies go on.
+//! - [`log_store`]: `RaftLogStorage` on the WAL and the `raft` keyspace.
+//! - [`state_machine`]: `RaftStateMachine` on the `sm` keyspace; calls `concord_domain::apply`.
+//! - [`snapshot`]: the snapshot file format (checksummed dump of the `sm` keyspace).
+//! - `legacy`: moves a data directory of the sled-based versions over on open.
 //! - [`reader`]: what the node reads: domain state, events for Watch, applied revision.
 //!
 //! **Architecture invariant:** a log entry is acknowledged to openraft (`LogFlushed`)
-//! only after `fdatasync` of its segment returned; `save_vote` syncs sled before
-//! returning. The state machine is not synced on apply: after a crash it is a prefix
-//! of the log, and openraft re-applies the rest; a purge syncs sled first, so the
-//! log never loses entries the recovered state machine still needs.
+//! only after `fdatasync` of its segment returned; `save_vote` syncs fjall's journal
+//! before returning. The state machine is not synced on apply (each apply is one
+//! atomic batch in the journal): after a crash it is a prefix of the log, and
+//! openraft re-applies the rest; a purge syncs the journal first, so the log never
+//! loses entries the recovered state machine still needs.
 
-mod cut;
 pub mod durability;
+mod legacy;
 pub mod log_store;
 pub mod reader;
 pub mod snapshot;
@@ -66,11 +69,13 @@ pub type StorageError = openraft::StorageError<NodeId>;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open the store at {path}: {source}")]
-    Open { path: PathBuf, source: sled::Error },
+    Open { path: PathBuf, source: fjall::Error },
     #[error("store I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("store: {0}")]
-    Sled(#[from] sled::Error),
+    Engine(#[from] fjall::Error),
+    #[error("moving the store of an older version over: {0}")]
+    Legacy(#[from] sled::Error),
     #[error("state machine recovery: {0}")]
     Recovery(#[from] openraft::StorageError<u64>),
     #[error(transparent)]
@@ -82,23 +87,27 @@ pub enum StoreError {
 pub struct StoreOptions {
     /// Events kept for Watch replay, counted in revisions behind the applied one.
     pub event_retention: u64,
-    /// sled page cache, bytes.
+    /// fjall's block cache, bytes.
     pub cache_bytes: u64,
+    /// The state keyspace's memtable (written, not yet flushed to a table), bytes.
+    pub memtable_bytes: u64,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             event_retention: 100_000,
-            cache_bytes: 64 * 1024 * 1024,
+            cache_bytes: 32 * 1024 * 1024,
+            memtable_bytes: 16 * 1024 * 1024,
         }
     }
 }
 
 pub(crate) struct Shared {
     pub wal: wal::Wal,
-    pub raft: sled::Tree,
-    pub sm: sled::Tree,
+    pub db: fjall::Database,
+    pub raft: fjall::Keyspace,
+    pub sm: fjall::Keyspace,
     pub durability: durability::Durability,
     pub snapshot_dir: PathBuf,
     pub applied: tokio::sync::watch::Sender<u64>,
@@ -115,8 +124,6 @@ pub(crate) struct Shared {
     /// Held for a whole snapshot build, which an install (that replaces the
     /// state under the dump) waits for.
     pub build_lock: tokio::sync::Mutex<()>,
-    /// Lets a snapshot be dumped while applies go on (see `cut`).
-    pub cuts: cut::Cuts,
     pub options: StoreOptions,
 }
 
@@ -125,33 +132,38 @@ pub fn open(
     dir: &Path,
     options: StoreOptions,
 ) -> Result<(LogStore, StateMachine, StoreReader), StoreError> {
-    let db_path = dir.join("sled");
+    let db_path = dir.join("fjall");
     let snapshot_dir = dir.join("snapshots");
     std::fs::create_dir_all(&snapshot_dir)?;
-    let db = sled::Config::new()
-        .path(&db_path)
-        .cache_capacity(options.cache_bytes)
-        // Durability is ours (see `durability`); sled's own periodic flush stays as a
-        // backstop for the state machine.
-        .flush_every_ms(Some(1000))
+    let db = fjall::Database::builder(&db_path)
+        .cache_size(options.cache_bytes)
         .open()
         .map_err(|source| StoreError::Open {
             path: db_path.clone(),
             source,
         })?;
-    let raft = db.open_tree("raft")?;
-    let sm = db.open_tree("sm")?;
+    let raft = db.keyspace("raft", fjall::KeyspaceCreateOptions::default)?;
+    let sm = db.keyspace("sm", || {
+        fjall::KeyspaceCreateOptions::default().max_memtable_size(options.memtable_bytes)
+    })?;
+    let legacy = legacy::open(dir)?;
+    if let Some(old) = &legacy {
+        old.copy_into(&db, &raft, &sm)?;
+    }
     let last_purged: Option<openraft::LogId<NodeId>> = match raft.get(log_store::LAST_PURGED)? {
         Some(v) => serde_json::from_slice(&v).map_err(io_err)?,
         None => None,
     };
     let wal = wal::Wal::open(&dir.join("log"), last_purged.map(|l| l.index))?;
-    migrate_sled_log(&db, &wal)?;
-    let durability = durability::Durability::for_sled(db, &db_path.join("db"))?;
+    if let Some(old) = legacy {
+        old.finish(&wal)?;
+    }
+    let durability = durability::Durability::for_fjall(db.clone())?;
     let applied = reader::read_applied_index(&sm).unwrap_or(0);
     let (applied_tx, _) = tokio::sync::watch::channel(applied);
     let shared = Arc::new(Shared {
         wal,
+        db,
         raft,
         sm,
         durability,
@@ -161,7 +173,6 @@ pub fn open(
         installs: std::sync::atomic::AtomicU64::new(0),
         apply_lock: tokio::sync::Mutex::new(()),
         build_lock: tokio::sync::Mutex::new(()),
-        cuts: cut::Cuts::default(),
         options,
     });
     let sm = StateMachine::new(shared.clone());
@@ -169,38 +180,12 @@ pub fn open(
     Ok((LogStore::new(shared.clone()), sm, StoreReader::new(shared)))
 }
 
-/// Data directories written before the WAL kept entries in sled's `log` tree:
-/// moves them into the WAL (durably) and empties the tree.
-fn migrate_sled_log(db: &sled::Db, wal: &wal::Wal) -> Result<(), StoreError> {
-    let old = db.open_tree("log")?;
-    if old.is_empty() {
-        return Ok(());
-    }
-    let mut entries = vec![];
-    for kv in old.iter() {
-        let (_, v) = kv?;
-        let e: openraft::Entry<TypeConfig> = serde_json::from_slice(&v).map_err(io_err)?;
-        entries.push(e);
-    }
-    let next = wal.last().map_or(0, |l| l.index + 1);
-    entries.retain(|e| e.log_id.index >= next);
-    let (tx, rx) = std::sync::mpsc::channel();
-    wal.append(entries, move |r| {
-        let _ = tx.send(r);
-    })?;
-    rx.recv().map_err(io_err)??;
-    old.clear()?;
-    db.flush()?;
-    tracing::info!("moved the raft log from sled into segment files");
-    Ok(())
-}
-
 pub(crate) fn io_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> std::io::Error {
     std::io::Error::other(e)
 }
 
-/// Keys of the `sm` tree. Domain state lives under `s/`, events under `e/` and the
-/// state machine's own pointers under `m/`, so one sled batch applies all three.
+/// Keys of the `sm` keyspace. Domain state lives under `s/`, events under `e/` and
+/// the state machine's own pointers under `m/`; one batch applies all three.
 pub(crate) mod sm_keys {
     pub const STATE: &[u8] = b"s/";
     pub const EVENT: &[u8] = b"e/";

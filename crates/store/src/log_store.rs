@@ -1,5 +1,5 @@
 //! openraft's log storage: entries in the segment files of [`crate::wal`]; vote,
-//! committed and last-purged pointers under named keys of sled's `raft` tree.
+//! committed and last-purged pointers under named keys of the `raft` keyspace.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -210,8 +210,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 )),
             ));
         }
-        // The state machine (in sled, not synced on apply) must be on disk at least
-        // up to the purge point: after a crash it is recovered from sled and the
+        // The state machine (not synced on apply) must be on disk at least up to
+        // the purge point: after a crash it is recovered from fjall's journal and the
         // log is re-applied from there. Then the purge point, then the segments: a
         // crash in between leaves a harmless prefix, skipped when the log is opened.
         self.put_meta(LAST_PURGED, &log_id, ErrorSubject::Logs)?;

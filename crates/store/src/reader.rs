@@ -10,14 +10,14 @@ use openraft::LogId;
 
 use crate::{sm_keys, NodeId, Shared};
 
-/// The domain's view of the `sm` tree.
-pub(crate) struct SledView<'a>(pub &'a sled::Tree);
+/// The domain's view of the `sm` keyspace.
+pub(crate) struct KeyspaceView<'a>(pub &'a fjall::Keyspace);
 
 fn fault(e: impl std::fmt::Display) -> StorageFault {
     StorageFault(e.to_string())
 }
 
-impl StateRead for SledView<'_> {
+impl StateRead for KeyspaceView<'_> {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageFault> {
         Ok(self
             .0
@@ -40,7 +40,7 @@ impl StateRead for SledView<'_> {
         let full_prefix = sm_keys::state(prefix);
         let mut out = vec![];
         for kv in self.0.range((start, Bound::Unbounded)) {
-            let (k, v) = kv.map_err(fault)?;
+            let (k, v) = kv.into_inner().map_err(fault)?;
             if !k.starts_with(&full_prefix) || out.len() == limit {
                 break;
             }
@@ -53,17 +53,17 @@ impl StateRead for SledView<'_> {
     }
 }
 
-pub(crate) fn read_applied_index(sm: &sled::Tree) -> Option<u64> {
+pub(crate) fn read_applied_index(sm: &fjall::Keyspace) -> Option<u64> {
     let bytes = sm.get(sm_keys::LAST_APPLIED).ok()??;
     let id: Option<LogId<NodeId>> = serde_json::from_slice(&bytes).ok()?;
     id.map(|l| l.index)
 }
 
-pub(crate) fn compacted_through(sm: &sled::Tree) -> u64 {
+pub(crate) fn compacted_through(sm: &fjall::Keyspace) -> u64 {
     sm.get(sm_keys::OLDEST_EVENT)
         .ok()
         .flatten()
-        .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+        .and_then(|v| v[..].try_into().ok().map(u64::from_be_bytes))
         .unwrap_or(0)
 }
 
@@ -102,7 +102,7 @@ impl StoreReader {
         self.readable()?;
         let mut out: Vec<Event> = vec![];
         for kv in self.shared.sm.range(sm_keys::event_start(start)..) {
-            let (k, v) = kv.map_err(fault)?;
+            let (k, v) = kv.into_inner().map_err(fault)?;
             if !k.starts_with(sm_keys::EVENT) {
                 break;
             }
@@ -165,7 +165,7 @@ impl StoreReader {
 impl StateRead for StoreReader {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageFault> {
         self.readable()?;
-        SledView(&self.shared.sm).get(key)
+        KeyspaceView(&self.shared.sm).get(key)
     }
 
     fn scan(
@@ -175,6 +175,6 @@ impl StateRead for StoreReader {
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, StorageFault> {
         self.readable()?;
-        SledView(&self.shared.sm).scan(prefix, after, limit)
+        KeyspaceView(&self.shared.sm).scan(prefix, after, limit)
     }
 }

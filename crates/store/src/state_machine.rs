@@ -1,5 +1,5 @@
 //! The replicated state machine: applies committed entries through
-//! `concord_domain::apply`, one sled batch per call, and builds and installs snapshots.
+//! `concord_domain::apply`, one atomic batch per call, and builds and installs snapshots.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -15,13 +15,13 @@ use openraft::{
 };
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
-use crate::reader::SledView;
+use crate::reader::KeyspaceView;
 use crate::snapshot::{self, Meta};
 use crate::{sm_keys, NodeId, NodeInfo, Shared, StorageError, TypeConfig};
 
 type Entry = openraft::Entry<TypeConfig>;
 
-/// Marks an install in progress. It lives in the `raft` tree, not in `sm`: the
+/// Marks an install in progress. It lives in the `raft` keyspace, not in `sm`: the
 /// install clears `sm`, and a mark inside it was cleared with everything else, so a
 /// crash in the middle left an empty state machine and no sign of why (found by the
 /// fault campaign; see `a_crash_during_a_snapshot_install_is_finished_on_restart`).
@@ -87,8 +87,9 @@ impl StateMachine {
 
     /// Finishes an install that a crash interrupted (see [`load_snapshot`]).
     pub fn recover(&self) -> Result<(), StorageError> {
-        let marked = |tree: &sled::Tree, key: &[u8]| {
-            tree.get(key)
+        let marked = |keyspace: &fjall::Keyspace, key: &[u8]| {
+            keyspace
+                .get(key)
                 .map(|v| v.is_some())
                 .map_err(|e| sm_err(ErrorVerb::Read, e))
         };
@@ -129,8 +130,41 @@ fn begin_install(shared: &Shared) -> Result<(), StorageError> {
     // Odd until `finish_install` succeeds: a failed install leaves a partial state
     // that must not be read (openraft stops the node; a restart resumes the install).
     shared.installs.fetch_or(1, Ordering::SeqCst);
-    shared.sm.clear().map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    remove_all(shared).map_err(|e| sm_err(ErrorVerb::Write, e))?;
     Ok(())
+}
+
+/// Keys removed per batch when the state is cleared.
+const CLEAR_BATCH: usize = 4096;
+
+/// Removes every key of `sm`, in batches. Not `Keyspace::clear`: fjall 3.1 replays a
+/// clear found in its journal on recovery after everything else, which would drop
+/// tables ingested after the clear (the install below ingests its snapshot).
+fn remove_all(shared: &Shared) -> fjall::Result<()> {
+    use std::ops::Bound;
+    // Each batch starts after the last key removed, not at the first key, which
+    // would step over every tombstone written so far.
+    let mut after: Option<fjall::Slice> = None;
+    loop {
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut keys = Vec::with_capacity(CLEAR_BATCH);
+        for kv in shared
+            .sm
+            .range::<fjall::Slice, _>((lower, Bound::Unbounded))
+            .take(CLEAR_BATCH)
+        {
+            keys.push(kv.key()?);
+        }
+        let Some(last) = keys.last().cloned() else {
+            return Ok(());
+        };
+        let mut batch = shared.db.batch();
+        for k in keys {
+            batch.remove(&shared.sm, k);
+        }
+        batch.commit()?;
+        after = Some(last);
+    }
 }
 
 /// Loads the current snapshot file into the (cleared) state machine, durably, then
@@ -138,23 +172,24 @@ fn begin_install(shared: &Shared) -> Result<(), StorageError> {
 fn finish_install(shared: &Shared, checked: Checked) -> Result<Meta, StorageError> {
     let path = current_path(shared);
     let sm = &shared.sm;
-    let meta = bulk_load(sm, |each| match checked {
+    let meta = ingest(sm, |each| match checked {
         Checked::Yes => snapshot::read_verified(&path, each),
         Checked::No => snapshot::read(&path, each),
     })
     .map_err(|e| snap_err(ErrorVerb::Read, e))?;
-    let mut batch = sled::Batch::default();
+    let mut batch = shared.db.batch();
     batch.insert(
+        sm,
         sm_keys::LAST_APPLIED,
         serde_json::to_vec(&meta.last_log_id).map_err(|e| sm_err(ErrorVerb::Write, e))?,
     );
     batch.insert(
+        sm,
         sm_keys::LAST_MEMBERSHIP,
         serde_json::to_vec(&meta.last_membership).map_err(|e| sm_err(ErrorVerb::Write, e))?,
     );
-    batch.remove(LEGACY_INSTALLING);
-    sm.apply_batch(batch)
-        .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    batch.remove(sm, LEGACY_INSTALLING);
+    batch.commit().map_err(|e| sm_err(ErrorVerb::Write, e))?;
     shared
         .durability
         .sync_now()
@@ -175,92 +210,30 @@ fn finish_install(shared: &Shared, checked: Checked) -> Result<Meta, StorageErro
     Ok(meta)
 }
 
-/// Entries a loader thread takes at a time: contiguous keys of the snapshot.
-const LOAD_CHUNK: usize = 4096;
-
-/// Inserts the entries `read` produces into the (empty) `sm` tree, one loader
-/// thread per core while this thread reads the file (hashing it too when it was
-/// not verified on receipt). An install needs no atomic batches — the INSTALLING
-/// mark has a stopped install start over on restart — and a snapshot's keys are
-/// distinct, so chunks go in in any order. (2.4 GB: 57 s with one thread inserting
-/// batches, 27 s this way; docs/performance.md.)
-fn bulk_load(
-    sm: &sled::Tree,
+/// Writes the entries `read` produces into the (empty) `sm` keyspace as sorted
+/// tables, bypassing the journal and memtables (fjall's ingestion). A snapshot is
+/// written in key order; an entry out of order fails the install rather than
+/// fjall's assertion. If the read fails, nothing is registered: the state stays
+/// cleared and the INSTALLING mark has the install start over.
+fn ingest(
+    sm: &fjall::Keyspace,
     read: impl FnOnce(&mut dyn FnMut(Vec<u8>, Vec<u8>) -> std::io::Result<()>) -> std::io::Result<Meta>,
 ) -> std::io::Result<Meta> {
-    type Chunk = Vec<(Vec<u8>, Vec<u8>)>;
-    let loaders = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4));
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(loaders * 2);
-    let rx = std::sync::Mutex::new(rx);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..loaders)
-            .map(|_| {
-                s.spawn(|| -> std::io::Result<()> {
-                    loop {
-                        let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                        let Ok(chunk) = next else {
-                            return Ok(());
-                        };
-                        for (k, v) in chunk {
-                            sm.insert(k, v).map_err(crate::io_err)?;
-                        }
-                    }
-                })
-            })
-            .collect();
-        let mut chunk = Vec::with_capacity(LOAD_CHUNK);
-        let mut each = |k: Vec<u8>, v: Vec<u8>| -> std::io::Result<()> {
-            chunk.push((k, v));
-            if chunk.len() == LOAD_CHUNK {
-                // A send fails only once every loader has stopped on an error,
-                // which the join below reports.
-                tx.send(std::mem::replace(
-                    &mut chunk,
-                    Vec::with_capacity(LOAD_CHUNK),
-                ))
-                .map_err(|_| std::io::Error::other("the snapshot loaders stopped"))?;
-            }
-            Ok(())
-        };
-        let read_result = read(&mut each);
-        if read_result.is_ok() && !chunk.is_empty() {
-            let _ = tx.send(std::mem::take(&mut chunk));
+    let mut ingestion = sm.start_ingestion().map_err(crate::io_err)?;
+    let mut last: Option<Vec<u8>> = None;
+    let meta = read(&mut |k: Vec<u8>, v: Vec<u8>| {
+        if last.as_ref().is_some_and(|l| k <= *l) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "snapshot entries are not in key order",
+            ));
         }
-        drop(tx);
-        let mut load_result = Ok(());
-        for h in handles {
-            let r = h
-                .join()
-                .unwrap_or_else(|_| Err(std::io::Error::other("a snapshot loader panicked")));
-            if load_result.is_ok() {
-                load_result = r;
-            }
-        }
-        // A loader's error explains a failed send; otherwise the reader's error.
-        load_result.and(read_result)
-    })
-}
-
-/// One apply's sled batch and the keys it changes (a snapshot cut in progress
-/// saves their values first; a `sled::Batch` does not list its keys).
-#[derive(Default)]
-struct Changes {
-    batch: sled::Batch,
-    keys: Vec<Vec<u8>>,
-}
-
-impl Changes {
-    fn insert(&mut self, key: impl AsRef<[u8]>, value: impl Into<sled::IVec>) {
-        let key = key.as_ref();
-        self.keys.push(key.to_vec());
-        self.batch.insert(key, value);
-    }
-
-    fn remove(&mut self, key: impl AsRef<[u8]>) {
-        let key = key.as_ref();
-        self.keys.push(key.to_vec());
-        self.batch.remove(key);
-    }
+        ingestion.write(k.as_slice(), v).map_err(crate::io_err)?;
+        last = Some(k);
+        Ok(())
+    })?;
+    ingestion.finish().map_err(crate::io_err)?;
+    Ok(meta)
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -279,9 +252,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let _guard = self.shared.apply_lock.lock().await;
         let sm = &self.shared.sm;
-        let base = SledView(sm);
+        let base = KeyspaceView(sm);
         let mut writes: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
-        let mut batch = Changes::default();
+        let mut batch = self.shared.db.batch();
         let mut responses = vec![];
         let mut last: Option<LogId<NodeId>> = None;
         for entry in entries {
@@ -304,7 +277,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     for (seq, event) in t.events.iter().enumerate() {
                         let bytes =
                             serde_json::to_vec(event).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-                        batch.insert(sm_keys::event(revision, seq as u32), bytes);
+                        batch.insert(sm, sm_keys::event(revision, seq as u32), bytes);
                     }
                     responses.push(t.response);
                 }
@@ -312,7 +285,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     let stored = StoredMembership::new(Some(entry.log_id), m);
                     let bytes =
                         serde_json::to_vec(&stored).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-                    batch.insert(sm_keys::LAST_MEMBERSHIP, bytes);
+                    batch.insert(sm, sm_keys::LAST_MEMBERSHIP, bytes);
                     responses.push(Response {
                         revision,
                         result: Ok(Outcome::Nothing),
@@ -326,21 +299,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         };
         for (k, v) in writes {
             match v {
-                Some(v) => batch.insert(sm_keys::state(&k), v),
-                None => batch.remove(sm_keys::state(&k)),
+                Some(v) => batch.insert(sm, sm_keys::state(&k), v),
+                None => batch.remove(sm, sm_keys::state(&k)),
             }
         }
         batch.insert(
+            sm,
             sm_keys::LAST_APPLIED,
             serde_json::to_vec(&Some(last)).map_err(|e| sm_err(ErrorVerb::Write, e))?,
         );
         self.compact_events(last.index, &mut batch)?;
-        self.shared
-            .cuts
-            .before_write(sm, batch.keys.iter().map(Vec::as_slice))
-            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
-        sm.apply_batch(batch.batch)
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        batch.commit().map_err(|e| sm_err(ErrorVerb::Write, e))?;
         self.shared.applied.send_replace(last.index);
         Ok(responses)
     }
@@ -447,7 +416,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 impl StateMachine {
     /// Drops events older than the retention window, in steps, so Watch history
     /// stays bounded.
-    fn compact_events(&self, applied: u64, batch: &mut Changes) -> Result<(), StorageError> {
+    fn compact_events(
+        &self,
+        applied: u64,
+        batch: &mut fjall::OwnedWriteBatch,
+    ) -> Result<(), StorageError> {
         let retention = self.shared.options.event_retention;
         let done = crate::reader::compacted_through(&self.shared.sm);
         let step = retention.clamp(1, COMPACT_EVERY);
@@ -455,15 +428,12 @@ impl StateMachine {
             return Ok(());
         }
         let cutoff = applied - retention;
-        for kv in self
-            .shared
-            .sm
-            .range(sm_keys::event_start(done)..sm_keys::event_start(cutoff + 1))
-        {
-            let (k, _) = kv.map_err(|e| sm_err(ErrorVerb::Read, e))?;
-            batch.remove(k);
+        let sm = &self.shared.sm;
+        for kv in sm.range(sm_keys::event_start(done)..sm_keys::event_start(cutoff + 1)) {
+            let k = kv.key().map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            batch.remove(sm, k);
         }
-        batch.insert(sm_keys::OLDEST_EVENT, &cutoff.to_be_bytes());
+        batch.insert(sm, sm_keys::OLDEST_EVENT, cutoff.to_be_bytes());
         Ok(())
     }
 }
@@ -536,15 +506,14 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let shared = self.shared.clone();
         let building = shared.build_lock.lock().await;
-        // The cut begins between two applies; the dump then runs beside them.
+        // The read view is taken between two applies; the dump then runs beside
+        // them, reading the state as it was then (an LSM tree keeps what a view
+        // still needs until the view is dropped).
         let (last_applied, membership, dump) = {
             let _applies = shared.apply_lock.lock().await;
             let (last_applied, membership) = StateMachine::new(shared.clone()).last_applied()?;
-            (
-                last_applied,
-                membership,
-                shared.cuts.begin(shared.sm.clone()),
-            )
+            let view = fjall::Readable::iter(&shared.db.snapshot(), &shared.sm);
+            (last_applied, membership, view)
         };
         let shared2 = shared.clone();
         let started = std::time::Instant::now();
@@ -560,10 +529,16 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 snapshot_id,
             };
             let tmp = shared2.snapshot_dir.join(format!("building-{seq}.tmp"));
-            let entries = dump.filter(|kv| {
-                kv.as_ref()
-                    .map_or(true, |(k, _)| k.as_slice() != LEGACY_INSTALLING)
-            });
+            let entries = dump
+                .map(|kv| {
+                    kv.into_inner()
+                        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                        .map_err(crate::io_err)
+                })
+                .filter(|kv| {
+                    kv.as_ref()
+                        .map_or(true, |(k, _)| k.as_slice() != LEGACY_INSTALLING)
+                });
             snapshot::write(&tmp, &meta, entries).map_err(|e| snap_err(ErrorVerb::Write, e))?;
             std::fs::rename(&tmp, current_path(&shared2))
                 .map_err(|e| snap_err(ErrorVerb::Write, e))?;
@@ -721,25 +696,36 @@ mod tests {
     #[test]
     fn an_install_loads_every_entry_of_a_snapshot_of_many_chunks() {
         let dir = tempfile::tempdir().unwrap();
-        let (_log, sm, _reader) = crate::open(dir.path(), Default::default()).unwrap();
+        let (log, sm, reader) = crate::open(dir.path(), Default::default()).unwrap();
         let shared = sm.shared.clone();
-        shared
-            .sm
-            .insert(sm_keys::state("dept/OLD"), b"{}".as_slice())
-            .unwrap();
-        let (meta, entries) = snapshot_of(&shared, 5 * LOAD_CHUNK + 17);
+        // The state before: more keys than one batch of removals, some of them
+        // also in the snapshot (with other values), some not.
+        for i in 0..(2 * CLEAR_BATCH + 5) {
+            let key = sm_keys::state(&format!("case/case-{:07}-1", i * 3));
+            shared.sm.insert(key, b"old".as_slice()).unwrap();
+        }
+        let (meta, entries) = snapshot_of(&shared, 3 * CLEAR_BATCH + 17);
         let installed = load_snapshot(&shared, Checked::No).unwrap();
         assert_eq!(installed.last_log_id, meta.last_log_id);
-        let state: BTreeMap<Vec<u8>, Vec<u8>> = shared
-            .sm
-            .scan_prefix(sm_keys::STATE)
-            .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
-            .collect();
+        let state = |sm: &fjall::Keyspace| -> BTreeMap<Vec<u8>, Vec<u8>> {
+            sm.prefix(sm_keys::STATE)
+                .map(|kv| {
+                    let (k, v) = kv.into_inner().unwrap();
+                    (k.to_vec(), v.to_vec())
+                })
+                .collect()
+        };
         assert_eq!(
-            state, entries,
+            state(&shared.sm),
+            entries,
             "exactly the snapshot: nothing lost, nothing left over"
         );
         assert!(shared.raft.get(INSTALLING).unwrap().is_none());
+        // And so it stays after a restart that recovers from the journal.
+        drop((log, sm, reader, shared));
+        let (_log, sm, _reader) = crate::open(dir.path(), Default::default()).unwrap();
+        assert_eq!(state(&sm.shared.sm), entries, "after reopening");
+        assert!(sm.shared.raft.get(INSTALLING).unwrap().is_none());
     }
 
     #[test]
@@ -768,10 +754,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (_log, sm, _reader) = crate::open(dir.path(), Default::default()).unwrap();
         let shared = sm.shared.clone();
-        snapshot_of(&shared, 3 * LOAD_CHUNK);
+        snapshot_of(&shared, 3 * CLEAR_BATCH);
         let path = current_path(&shared);
         let len = std::fs::metadata(&path).unwrap().len();
-        // Cut off the end: the entries read so far are loaded, then the read fails.
+        // Cut off the end: the entries read so far are written, then the read fails.
         let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(len - 100).unwrap();
         assert!(load_snapshot(&shared, Checked::Yes).is_err());

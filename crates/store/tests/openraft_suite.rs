@@ -1,4 +1,4 @@
-//! openraft's own storage conformance suite against the sled store.
+//! openraft's own storage conformance suite against the store (segment-file log, fjall state).
 
 use concord_store::{LogStore, StateMachine, StoreOptions, TypeConfig};
 use openraft::testing::{StoreBuilder, Suite};
