@@ -1,5 +1,6 @@
 //! The read side of a replica: domain state, retained events and the applied revision.
 
+use std::ops::Bound;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,14 +33,18 @@ impl StateRead for KeyspaceView<'_> {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, StorageFault> {
-        use std::ops::Bound;
-        let start = match after {
-            Some(a) => Bound::Excluded(sm_keys::state(a)),
-            None => Bound::Included(sm_keys::state(prefix)),
-        };
         let full_prefix = sm_keys::state(prefix);
+        // Bounded above by the prefix, not left open: an LSM iterator resolves
+        // every version of the key it stops on, and the key after a prefix may be
+        // one rewritten by every apply (found by profile: a case's audience scan
+        // of `dept/` resolving thousands of versions of `meta/audit_head`).
+        let (first, end) = fjall::util::prefix_to_range(&full_prefix);
+        let start = match after {
+            Some(a) => Bound::Excluded(sm_keys::state(a).into()),
+            None => first,
+        };
         let mut out = vec![];
-        for kv in self.0.range((start, Bound::Unbounded)) {
+        for kv in self.0.range::<fjall::Slice, _>((start, end)) {
             let (k, v) = kv.into_inner().map_err(fault)?;
             if !k.starts_with(&full_prefix) || out.len() == limit {
                 break;
@@ -101,7 +106,11 @@ impl StoreReader {
     pub fn events_from(&self, start: u64, limit: usize) -> Result<Vec<Event>, StorageFault> {
         self.readable()?;
         let mut out: Vec<Event> = vec![];
-        for kv in self.shared.sm.range(sm_keys::event_start(start)..) {
+        // Bounded by the events' prefix (see `KeyspaceView::scan`): `m/last_applied`,
+        // rewritten by every apply, comes right after them.
+        let (_, end) = fjall::util::prefix_to_range(sm_keys::EVENT);
+        let from = Bound::Included(fjall::Slice::from(sm_keys::event_start(start)));
+        for kv in self.shared.sm.range::<fjall::Slice, _>((from, end)) {
             let (k, v) = kv.into_inner().map_err(fault)?;
             if !k.starts_with(sm_keys::EVENT) {
                 break;
