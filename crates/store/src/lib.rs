@@ -137,11 +137,14 @@ pub fn open(
     std::fs::create_dir_all(&snapshot_dir)?;
     let db = fjall::Database::builder(&db_path)
         .cache_size(options.cache_bytes)
-        // One background thread for flushes and compactions. With two or more,
-        // fjall 3.1's first worker hands every compaction request back to the
-        // queue and takes it again while the others are busy: a spinning thread
-        // (4 % of all CPU in a 64-client write run, per node).
-        .worker_threads(1)
+        // Two background threads: fjall 3.1 keeps its first worker for flushes
+        // when it has more than one. With one, a flush waited behind compactions
+        // that take seconds at 1 M records; four sealed memtables then halt every
+        // write (a sleeping tokio thread), followers stopped answering
+        // AppendEntries in time and one fell so far behind it needed a snapshot.
+        // The price: while the second compacts, the first hands compaction
+        // requests back to the queue in a loop (about 3 % of all CPU under load).
+        .worker_threads(2)
         .open()
         .map_err(|source| StoreError::Open {
             path: db_path.clone(),
