@@ -218,6 +218,7 @@ fn node_config(
             default_timeout_ms: 10_000,
         },
         housekeeping: hk.clone(),
+        storage: Default::default(),
         tls: pki.node_settings(department),
         membership: Default::default(),
     }

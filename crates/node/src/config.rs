@@ -62,6 +62,8 @@ pub struct NodeConfig {
     #[serde(default)]
     pub housekeeping: Housekeeping,
     #[serde(default)]
+    pub storage: Storage,
+    #[serde(default)]
     pub tls: TlsSettings,
     #[serde(default)]
     pub membership: MembershipTarget,
@@ -225,6 +227,27 @@ impl Default for Housekeeping {
             tick_interval_ms: 1000,
             request_id_retention_secs: 3600,
             event_retention: 100_000,
+        }
+    }
+}
+
+/// Memory the state store (fjall) may hold: most of a node's RSS at scale.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Storage {
+    /// Block cache for the state's tables, MiB.
+    pub cache_mib: u64,
+    /// Writes buffered in memory before they are flushed to a table, MiB. Up to five
+    /// buffers of this size can be held while flushes catch up.
+    pub memtable_mib: u64,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        let store = concord_store::StoreOptions::default();
+        Storage {
+            cache_mib: store.cache_bytes >> 20,
+            memtable_mib: store.memtable_bytes >> 20,
         }
     }
 }
@@ -578,6 +601,12 @@ impl NodeConfig {
         if self.housekeeping.tick_interval_ms == 0 {
             return Err(invalid("housekeeping.tick_interval_ms", "must be positive"));
         }
+        if !(1..=65_536).contains(&self.storage.cache_mib) {
+            return Err(invalid("storage.cache_mib", "must be 1 to 65536"));
+        }
+        if !(1..=1024).contains(&self.storage.memtable_mib) {
+            return Err(invalid("storage.memtable_mib", "must be 1 to 1024"));
+        }
         let m = &self.membership;
         if m.voters == Some(0) {
             return Err(invalid("membership.voters", "must be at least 1"));
@@ -755,5 +784,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("CONCORD_NODE_ID"), "{err}");
+        let mut ok = base.to_vec();
+        ok.push(("CONCORD_LISTEN", "h:1"));
+        let mut c = NodeConfig::load(None, &env(&ok)).unwrap();
+        assert_eq!(c.storage, Storage::default());
+        c.storage.memtable_mib = 0;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("storage.memtable_mib"), "{err}");
+        c.storage = Storage {
+            cache_mib: 0,
+            ..Storage::default()
+        };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("storage.cache_mib"), "{err}");
     }
 }

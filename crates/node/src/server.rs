@@ -170,7 +170,8 @@ pub async fn start_with_listener(
     })?;
     let options = StoreOptions {
         event_retention: config.housekeeping.event_retention,
-        ..Default::default()
+        cache_bytes: config.storage.cache_mib << 20,
+        memtable_bytes: config.storage.memtable_mib << 20,
     };
     let (log_store, state_machine, reader) = concord_store::open(&config.data_dir, options)?;
     let raft_config = Arc::new(
