@@ -115,11 +115,10 @@ pub(crate) struct Shared {
     /// a log purge issued with the install waits for it (see `LogStore::purge`).
     pub receiving_snapshot: std::sync::atomic::AtomicBool,
     /// Counts the starts and ends of snapshot installs: odd while one runs. An
-    /// install clears the state and loads it again in no particular order, so
-    /// reads refuse while it is odd, and a reader that must see a consistent state
+    /// install clears the state and then loads it, so reads refuse while it is odd, and a reader that must see a consistent state
     /// across several reads (a Watch scan) checks that it did not change.
     pub installs: std::sync::atomic::AtomicU64,
-    /// Held while the state machine is written, and while a snapshot cut begins.
+    /// Held while the state machine is written, and while a snapshot's read view is taken.
     pub apply_lock: tokio::sync::Mutex<()>,
     /// Held for a whole snapshot build, which an install (that replaces the
     /// state under the dump) waits for.

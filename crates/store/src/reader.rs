@@ -111,10 +111,7 @@ impl StoreReader {
         let (_, end) = fjall::util::prefix_to_range(sm_keys::EVENT);
         let from = Bound::Included(fjall::Slice::from(sm_keys::event_start(start)));
         for kv in self.shared.sm.range::<fjall::Slice, _>((from, end)) {
-            let (k, v) = kv.into_inner().map_err(fault)?;
-            if !k.starts_with(sm_keys::EVENT) {
-                break;
-            }
+            let v = kv.value().map_err(fault)?;
             let ev: Event = serde_json::from_slice(&v).map_err(fault)?;
             if out.len() >= limit && out.last().is_some_and(|last| last.revision != ev.revision) {
                 break;
