@@ -209,6 +209,9 @@ pub mod keys {
         format!("{LISTING_BY_ID}{id}")
     }
     pub const AUDIT_HEAD: &str = "meta/audit_head";
+    /// The codes of the departments with the ARBITER role, in code order: derived
+    /// from `dept/`, kept so a case step need not scan the registry.
+    pub const ARBITERS: &str = "meta/arbiters";
 
     pub fn audit(revision: u64) -> String {
         format!("{AUDIT}{revision:020}")

@@ -402,3 +402,76 @@ fn a_risk_warning_carries_a_level_and_runs_on_its_own_deadlines() {
     assert_eq!(cases[0].due_ms, now + 24 * HOUR);
     assert_eq!(cases[0].spec.entities.len(), 2);
 }
+
+/// The departments a case push as SAMR to TRANS tells, from the event it emits.
+fn push_audience(w: &mut World) -> Vec<String> {
+    w.revision += 1;
+    w.now += 1000;
+    let env = concord_domain::Envelope {
+        actor: "SAMR".into(),
+        principal: concord_domain::Principal::Member,
+        request_id: format!("push-{}", w.revision),
+        timestamp_ms: w.now,
+        command: Command::PushCase {
+            case: case_spec(&["TRANS"]),
+        },
+    };
+    let t = concord_domain::apply(&w.state, &env, w.revision).unwrap();
+    assert!(t.response.result.is_ok(), "{:?}", t.response);
+    w.state.apply_writes(&t.writes);
+    let case_events: Vec<_> = t
+        .events
+        .iter()
+        .filter(|e| e.kind == concord_domain::event::RecordKind::Case)
+        .collect();
+    assert_eq!(case_events.len(), 1);
+    case_events[0].departments.clone()
+}
+
+#[test]
+fn the_arbiters_a_case_tells_follow_the_registry_with_or_without_the_derived_key() {
+    use concord_domain::department::{default_departments, Role};
+    let mut w = World::new();
+    assert_eq!(push_audience(&mut w), vec!["JUST", "SAMR", "TRANS"]);
+    // A second arbiter is told from its registration on.
+    let mut tax = default_departments()
+        .into_iter()
+        .find(|d| d.code == "EMER")
+        .unwrap();
+    tax.roles.push(Role::Arbiter);
+    let r = w.run(
+        "SAMR",
+        "emer-arbiter",
+        Command::RegisterDepartment {
+            department: tax,
+            expected_revision: None,
+        },
+    );
+    assert!(r.result.is_ok(), "{r:?}");
+    assert_eq!(push_audience(&mut w), vec!["EMER", "JUST", "SAMR", "TRANS"]);
+    // JUST no longer arbitrates: no longer told.
+    let mut just = default_departments()
+        .into_iter()
+        .find(|d| d.code == "JUST")
+        .unwrap();
+    just.roles.retain(|r| *r != Role::Arbiter);
+    let r = w.run(
+        "SAMR",
+        "just-not-arbiter",
+        Command::RegisterDepartment {
+            department: just,
+            expected_revision: None,
+        },
+    );
+    assert!(r.result.is_ok(), "{r:?}");
+    let with_key = push_audience(&mut w);
+    assert_eq!(with_key, vec!["EMER", "SAMR", "TRANS"]);
+    // A state written before the derived key existed (a cluster upgraded in
+    // place) reads the registry instead, and tells the same departments.
+    assert!(w
+        .state
+        .map
+        .remove(concord_domain::state::keys::ARBITERS)
+        .is_some());
+    assert_eq!(push_audience(&mut w), with_key);
+}

@@ -6,7 +6,7 @@ use crate::case::{
     Awaiting, Case, CaseAction, CaseKind, CaseNotice, CaseSpec, CaseStatus, CaseStep,
     DeadlinePolicy,
 };
-use crate::department::{DepartmentKind, Role};
+use crate::department::DepartmentKind;
 
 const HOUR_MS: i64 = 3_600_000;
 /// The awaiting-index owner for cases waiting on the arbiter role.
@@ -20,21 +20,14 @@ fn deadlines(tx: &Tx) -> Result<DeadlinePolicy, Failure> {
 
 /// Departments with the ARBITER role, in code order.
 fn arbiters(tx: &Tx) -> Result<Vec<String>, Failure> {
-    // Every case step asks. Decoding only these two fields of each department,
-    // not the whole record (a `flatten`ed struct, slow in serde), was one of the
-    // write-path savings in docs/performance.md.
-    #[derive(serde::Deserialize)]
-    struct Roles {
-        code: String,
-        roles: Vec<Role>,
+    // Every case step asks: one key, kept by every department change. A state
+    // from before that key (a cluster upgraded in place) scans the registry
+    // until its next department change; both give the same list, so replicas
+    // agree whichever they use.
+    if let Some(codes) = tx.get::<Vec<String>>(keys::ARBITERS)? {
+        return Ok(codes);
     }
-    Ok(
-        crate::state::scan_decoded::<Roles>(tx.base, crate::state::keys::DEPARTMENT)?
-            .into_iter()
-            .filter(|d| d.roles.contains(&Role::Arbiter))
-            .map(|d| d.code)
-            .collect(),
-    )
+    Ok(super::arbiters_in_registry(tx, &[])?)
 }
 
 fn awaiting_owner(case: &Case) -> Option<String> {

@@ -486,11 +486,42 @@ fn bootstrap(tx: &mut Tx, specs: &[DepartmentSpec]) -> Result<Outcome, Failure> 
             EventRecord::Department(dept.clone()),
         );
     }
+    let changed: Vec<&DepartmentSpec> = specs.iter().collect();
+    let arbiters = arbiters_in_registry(tx, &changed)?;
+    tx.put(keys::ARBITERS.to_string(), &arbiters);
     tx.put(keys::BOOTSTRAPPED.to_string(), &true);
     credit::seed(tx);
     Ok(Outcome::Bootstrapped {
         departments: specs.len() as u32,
     })
+}
+
+/// The codes of the ARBITER departments, in code order, once `changed` (specs
+/// this command registers or updates) replace what the registry holds for them.
+fn arbiters_in_registry(tx: &Tx, changed: &[&DepartmentSpec]) -> Result<Vec<String>, StorageFault> {
+    // Only these two fields of each department are decoded, not the whole
+    // record (a `flatten`ed struct, slow in serde).
+    #[derive(serde::Deserialize)]
+    struct Roles {
+        code: String,
+        roles: Vec<crate::department::Role>,
+    }
+    let arbiter = crate::department::Role::Arbiter;
+    let mut codes: Vec<String> = crate::state::scan_decoded::<Roles>(tx.base, keys::DEPARTMENT)?
+        .into_iter()
+        .filter(|d| !changed.iter().any(|c| c.code == d.code))
+        .filter(|d| d.roles.contains(&arbiter))
+        .map(|d| d.code)
+        .collect();
+    codes.extend(
+        changed
+            .iter()
+            .filter(|c| c.roles.contains(&arbiter))
+            .map(|c| c.code.clone()),
+    );
+    codes.sort();
+    codes.dedup();
+    Ok(codes)
 }
 
 fn register_department(
@@ -518,6 +549,8 @@ fn register_department(
         "department.registered"
     };
     tx.put(key, &dept);
+    let arbiters = arbiters_in_registry(tx, &[spec])?;
+    tx.put(keys::ARBITERS.to_string(), &arbiters);
     tx.emit(
         RecordKind::Department,
         spec.code.clone(),
