@@ -115,10 +115,12 @@ pub(crate) struct Shared {
     /// a log purge issued with the install waits for it (see `LogStore::purge`).
     pub receiving_snapshot: std::sync::atomic::AtomicBool,
     /// Counts the starts and ends of snapshot installs: odd while one runs. An
-    /// install clears the state and then loads it, so reads refuse while it is odd, and a reader that must see a consistent state
-    /// across several reads (a Watch scan) checks that it did not change.
+    /// install clears the state and then loads it, so reads refuse while it is
+    /// odd, and a reader that must see a consistent state across several reads
+    /// (a Watch scan) checks that it did not change.
     pub installs: std::sync::atomic::AtomicU64,
-    /// Held while the state machine is written, and while a snapshot's read view is taken.
+    /// Held while the state machine is written, and while a snapshot's read view
+    /// is taken.
     pub apply_lock: tokio::sync::Mutex<()>,
     /// Held for a whole snapshot build, which an install (that replaces the
     /// state under the dump) waits for.
@@ -141,8 +143,8 @@ pub fn open(
         // that take seconds at 1 M records; four sealed memtables then halt every
         // write (a sleeping tokio thread), followers stopped answering
         // AppendEntries in time and one fell so far behind it needed a snapshot.
-        // The price: while the second compacts, the first hands compaction
-        // requests back to the queue in a loop (about 3 % of all CPU under load).
+        // The first worker used to spin on compaction requests meanwhile; the
+        // patched fjall in vendor/fjall (PATCHED.md) makes it wait instead.
         .worker_threads(2)
         .open()
         .map_err(|source| StoreError::Open {
