@@ -135,6 +135,72 @@ async fn write_at_a_follower_is_readable_at_every_node_in_every_mode() {
     c.shutdown().await;
 }
 
+/// A follower passes writes that arrive together to the leader in shared RPCs
+/// (`forwarder`); each caller must still get the answer to its own write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_at_a_follower_share_forwarding_rpcs_and_each_gets_its_own_answer() {
+    let c = Cluster::start(3).await;
+    let leader = c.must_leader().await;
+    let follower = c.followers(leader)[0];
+    let writes = (0..64).map(|i| {
+        let c = &c;
+        async move {
+            let name = format!("批量写入{i}");
+            (
+                name.clone(),
+                create(c, follower, &format!("batch-{i}"), &name).await,
+            )
+        }
+    });
+    let answers = futures::future::join_all(writes).await;
+    let mut revisions = std::collections::BTreeSet::new();
+    for (name, answer) in &answers {
+        let (id, revision) = answer.as_ref().expect("a concurrent write at a follower");
+        assert!(
+            revisions.insert(*revision),
+            "revision {revision} answered twice"
+        );
+        let item = c
+            .items(leader)
+            .get_item(GetItemRequest {
+                id: id.clone(),
+                version: 0,
+                read: read(Consistency::Linearizable),
+            })
+            .await
+            .expect("get")
+            .into_inner()
+            .item
+            .expect("item");
+        assert_eq!(&item.content.expect("content").name, name, "item {id}");
+    }
+    // A retry of one of them is answered from its record, not applied again.
+    let (first_id, first_revision) = answers[0].1.as_ref().expect("first write").clone();
+    let again = create(&c, follower, "batch-0", "批量写入0")
+        .await
+        .expect("retry");
+    assert_eq!(again, (first_id, first_revision));
+    assert_eq!(count_items(&c, leader, Consistency::Linearizable).await, 64);
+    // They did share RPCs: 64 writes arriving at once cannot each find one of
+    // the forwarder's two slots free.
+    let metrics = &c.nodes[&follower]
+        .running
+        .as_ref()
+        .expect("running")
+        .core
+        .metrics;
+    let (forwarded, batches) = (
+        metrics.forwarded_writes.get(),
+        metrics.forward_batches.get(),
+    );
+    assert!(forwarded >= 65, "{forwarded} writes forwarded");
+    assert!(
+        batches < forwarded,
+        "{forwarded} writes in {batches} forwarding RPCs"
+    );
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writes_continue_through_leader_failover_and_nothing_acknowledged_is_lost() {
     let mut c = Cluster::start(3).await;

@@ -6,7 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use concord_node::network::{decode, encode, ForwardError, ForwardReply, ForwardRequest};
+use concord_node::network::{
+    decode, encode, ForwardError, ForwardReply, ForwardRequest, ForwardWrite,
+};
 use concord_pki::{CertRole, Identity, Validity};
 use concord_proto::cluster::v1::cluster_service_client::ClusterServiceClient;
 use concord_proto::cluster::v1::{
@@ -199,7 +201,7 @@ async fn a_node_forwarding_a_write_as_another_department_is_refused_at_the_leade
     // A modified node of `fdept` talks to the leader with its own node certificate.
     let mut raft =
         RaftServiceClient::new(c.pki.channel(c.nodes[&leader].addr, &TestPki::node(&fdept)));
-    let forward = |actor: &str, rid: &str| ForwardRequest::Write {
+    let write = |actor: &str, rid: &str| ForwardWrite {
         actor: actor.to_string(),
         request_id: rid.to_string(),
         command: concord_domain::Command::CreateItem {
@@ -210,6 +212,7 @@ async fn a_node_forwarding_a_write_as_another_department_is_refused_at_the_leade
             .unwrap(),
         },
     };
+    let forward = |actor: &str, rid: &str| ForwardRequest::Write(write(actor, rid));
     let send = |req: ForwardRequest| {
         let mut raft = raft.clone();
         async move {
@@ -239,6 +242,19 @@ async fn a_node_forwarding_a_write_as_another_department_is_refused_at_the_leade
         Ok(ForwardReply::Written(r)) => assert!(r.result.is_ok(), "{r:?}"),
         other => panic!("an honest forward failed: {other:?}"),
     }
+    // In a batch each write is checked on its own: the forged one is refused, the
+    // honest one beside it is written.
+    let batch = ForwardRequest::Writes(vec![write(&ldept, "forged-2"), write(&fdept, "own-2")]);
+    match send(batch).await {
+        Ok(ForwardReply::Writes(answers)) => match &answers[..] {
+            [Err(ForwardError::Refused { code, .. }), Ok(r)] => {
+                assert_eq!(*code, Code::PermissionDenied as i32);
+                assert!(r.result.is_ok(), "{r:?}");
+            }
+            other => panic!("a batch with a forged write: {other:?}"),
+        },
+        other => panic!("a batch was not answered write by write: {other:?}"),
+    }
     let _ = &mut raft;
     // Only the honest item exists, led by the follower's department.
     let items = ItemServiceClient::new(
@@ -253,18 +269,19 @@ async fn a_node_forwarding_a_write_as_another_department_is_refused_at_the_leade
     .unwrap()
     .into_inner()
     .items;
-    assert_eq!(items.len(), 1, "{items:?}");
-    assert_eq!(
-        items[0]
-            .content
-            .as_ref()
-            .unwrap()
-            .lead
-            .as_ref()
-            .unwrap()
-            .department,
-        fdept
-    );
+    assert_eq!(items.len(), 2, "{items:?}");
+    for item in &items {
+        assert_eq!(
+            item.content
+                .as_ref()
+                .unwrap()
+                .lead
+                .as_ref()
+                .unwrap()
+                .department,
+            fdept
+        );
+    }
     must_record(&c, leader, "wrong_department").await;
     c.shutdown().await;
 }

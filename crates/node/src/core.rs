@@ -8,13 +8,12 @@ use std::collections::BTreeSet;
 
 use concord_domain::{Command, Envelope, Principal, Response};
 use concord_proto::common::v1::{Consistency, ReadOptions};
-use concord_proto::raft::v1::RaftPayload;
 use concord_store::{NodeId, NodeInfo, Raft, StoreReader};
 use openraft::error::{ClientWriteError, RaftError};
 
 use crate::config::NodeConfig;
 use crate::error::NodeError;
-use crate::network::{decode, encode, ForwardError, ForwardReply, ForwardRequest, Peers};
+use crate::network::{ForwardError, ForwardReply, ForwardRequest, ForwardWrite, Peers};
 
 pub struct NodeCore {
     pub id: NodeId,
@@ -22,6 +21,8 @@ pub struct NodeCore {
     pub raft: Raft,
     pub reader: StoreReader,
     pub peers: Peers,
+    /// Writes this node passes to the leader, many per RPC under load.
+    pub forwarder: crate::forwarder::Forwarder,
     /// Snapshots being sent to peers, which the log compaction policy waits for.
     pub snapshot_sends: crate::network::SnapshotSends,
     pub config: NodeConfig,
@@ -97,11 +98,11 @@ impl NodeCore {
         command: Command,
         timeout: Duration,
     ) -> Result<Response, NodeError> {
-        let req = ForwardRequest::Write {
+        let req = ForwardRequest::Write(ForwardWrite {
             actor: self.department.clone(),
             request_id,
             command,
-        };
+        });
         match self.on_leader(req, timeout).await? {
             ForwardReply::Written(r) => Ok(r),
             other => Err(NodeError::Internal(format!(
@@ -128,7 +129,14 @@ impl NodeCore {
                     let remaining = deadline
                         .saturating_duration_since(Instant::now())
                         .max(Duration::from_millis(50));
-                    self.forward(l, &addr, &req, remaining).await
+                    match &req {
+                        ForwardRequest::Write(w) => self
+                            .forwarder
+                            .write(l, &addr, w.clone(), remaining)
+                            .await
+                            .map(ForwardReply::Written),
+                        _ => self.forward(l, &addr, &req, remaining).await,
+                    }
                 }
                 _ => Err(ForwardError::NotLeader { leader: None }),
             };
@@ -172,31 +180,11 @@ impl NodeCore {
         req: &ForwardRequest,
         timeout: Duration,
     ) -> Result<ForwardReply, ForwardError> {
-        let not_reached = |why: String| {
-            tracing::debug!(leader, %why, "forward to leader failed; will retry");
-            ForwardError::NotLeader {
-                leader: Some(leader),
-            }
-        };
-        let mut client = self
-            .peers
-            .client(addr)
-            .map_err(|e| not_reached(e.to_string()))?;
-        let data = encode(req).map_err(|e| ForwardError::Refused {
-            code: tonic::Code::Internal as i32,
-            message: e.to_string(),
-        })?;
-        let mut request = tonic::Request::new(RaftPayload {
-            data,
-            chunk: vec![],
-        });
-        request.set_timeout(timeout);
-        let reply = client
-            .forward(request)
+        crate::forwarder::call(&self.peers, leader, addr, req, timeout)
             .await
-            .map_err(|s| not_reached(s.to_string()))?;
-        decode::<Result<ForwardReply, ForwardError>>(&reply.into_inner().data)
-            .map_err(|e| not_reached(format!("undecodable reply: {e}")))?
+            .unwrap_or(Err(ForwardError::NotLeader {
+                leader: Some(leader),
+            }))
     }
 
     /// Leader side of forwarding (also used for requests this node receives itself).
@@ -208,45 +196,60 @@ impl NodeCore {
         req: ForwardRequest,
     ) -> Result<ForwardReply, ForwardError> {
         match req {
-            ForwardRequest::Write {
-                actor,
-                request_id,
-                command,
-            } => {
-                if let Some(from) = from.filter(|f| *f != actor) {
-                    let why = format!(
-                        "a node of {from} forwarded a write as {actor}; a node acts only for its own department"
-                    );
-                    self.security.refusals.record(
-                        concord_pki::Refusal::WrongDepartment(why.clone()),
-                        format!("node of {from}"),
-                    );
-                    return Err(ForwardError::Refused {
-                        code: tonic::Code::PermissionDenied as i32,
-                        message: why,
-                    });
-                }
-                // The proposer stamps the time, so every replica applies the same instant.
-                let envelope = Envelope {
-                    actor,
-                    principal: Principal::Member,
-                    request_id,
-                    timestamp_ms: now_ms(),
-                    command,
-                };
-                let r = self
-                    .raft
-                    .client_write(envelope)
-                    .await
-                    .map_err(client_write_error)?;
-                Ok(ForwardReply::Written(r.data))
-            }
+            ForwardRequest::Write(w) => self
+                .forwarded_write(from, w)
+                .await
+                .map(ForwardReply::Written),
+            // Proposed together, so openraft appends them as one batch.
+            ForwardRequest::Writes(ws) => Ok(ForwardReply::Writes(
+                futures::future::join_all(ws.into_iter().map(|w| self.forwarded_write(from, w)))
+                    .await,
+            )),
             ForwardRequest::ReadIndex => {
                 self.leader_read_index
                     .run(|| self.confirm_read_index())
                     .await
             }
         }
+    }
+
+    async fn forwarded_write(
+        &self,
+        from: Option<&str>,
+        w: ForwardWrite,
+    ) -> Result<Response, ForwardError> {
+        let ForwardWrite {
+            actor,
+            request_id,
+            command,
+        } = w;
+        if let Some(from) = from.filter(|f| *f != actor) {
+            let why = format!(
+                "a node of {from} forwarded a write as {actor}; a node acts only for its own department"
+            );
+            self.security.refusals.record(
+                concord_pki::Refusal::WrongDepartment(why.clone()),
+                format!("node of {from}"),
+            );
+            return Err(ForwardError::Refused {
+                code: tonic::Code::PermissionDenied as i32,
+                message: why,
+            });
+        }
+        // The proposer stamps the time, so every replica applies the same instant.
+        let envelope = Envelope {
+            actor,
+            principal: Principal::Member,
+            request_id,
+            timestamp_ms: now_ms(),
+            command,
+        };
+        let r = self
+            .raft
+            .client_write(envelope)
+            .await
+            .map_err(client_write_error)?;
+        Ok(r.data)
     }
 
     /// The leader's read index, after confirming with a quorum that it still leads.

@@ -23,6 +23,7 @@ pub mod config;
 pub mod convert;
 pub mod core;
 pub mod error;
+pub mod forwarder;
 pub mod membership;
 pub mod metrics;
 pub mod network;

@@ -9,8 +9,8 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::core::NodeCore;
@@ -26,6 +26,9 @@ pub struct Metrics {
     sizes: IntGaugeVec,
     watchers: IntGauge,
     case_backlog: IntGaugeVec,
+    /// Writes this node passed to the leader, and the RPCs that carried them.
+    pub forwarded_writes: IntCounter,
+    pub forward_batches: IntCounter,
 }
 
 impl Metrics {
@@ -90,6 +93,16 @@ impl Metrics {
             &["owner"],
         )
         .expect("valid metric");
+        let forwarded_writes = IntCounter::new(
+            "forwarded_writes_total",
+            "Writes this node passed to the leader",
+        )
+        .expect("valid metric");
+        let forward_batches = IntCounter::new(
+            "forward_batches_total",
+            "Forwarding RPCs that carried them (many writes per RPC under load)",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(rpc_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(rpc_seconds.clone()),
@@ -98,6 +111,8 @@ impl Metrics {
             Box::new(sizes.clone()),
             Box::new(watchers.clone()),
             Box::new(case_backlog.clone()),
+            Box::new(forwarded_writes.clone()),
+            Box::new(forward_batches.clone()),
         ] {
             if let Err(e) = registry.register(c) {
                 tracing::warn!(error = %e, "a metric family was not registered");
@@ -113,6 +128,8 @@ impl Metrics {
             sizes,
             watchers,
             case_backlog,
+            forwarded_writes,
+            forward_batches,
         })
     }
 

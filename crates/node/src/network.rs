@@ -35,20 +35,28 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error>
 /// are not forwarded: they run on the leader with the admin's own certificate.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ForwardRequest {
-    /// A write as `actor`, which the leader accepts only when it is the
-    /// forwarding node's own department.
-    Write {
-        actor: String,
-        request_id: String,
-        command: Command,
-    },
+    Write(ForwardWrite),
+    /// Writes queued together at a follower (`forwarder`), answered each on its
+    /// own, in order, by `ForwardReply::Writes`.
+    Writes(Vec<ForwardWrite>),
     /// The leader confirms it still leads and returns its commit point.
     ReadIndex,
+}
+
+/// A write as `actor`, which the leader accepts only when it is the forwarding
+/// node's own department. (As `ForwardRequest::Write` it has the JSON form of the
+/// struct variant it was before batches, so leaders of either version read it.)
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ForwardWrite {
+    pub actor: String,
+    pub request_id: String,
+    pub command: Command,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ForwardReply {
     Written(Response),
+    Writes(Vec<Result<Response, ForwardError>>),
     ReadIndex { index: u64 },
 }
 

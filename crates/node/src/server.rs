@@ -202,17 +202,19 @@ pub async fn start_with_listener(
     .await
     .map_err(|e| StartError::Raft(e.to_string()))?;
     let (stopping, _) = tokio::sync::watch::channel(false);
+    let metrics = crate::metrics::Metrics::new(config.node_id, &config.department);
     let core = Arc::new(NodeCore {
         id: config.node_id,
         department: config.department.clone(),
         raft,
         reader,
+        forwarder: crate::forwarder::Forwarder::start(peers.clone(), metrics.clone()),
         peers,
         snapshot_sends,
         config: config.clone(),
         stopping,
         security: security.clone(),
-        metrics: crate::metrics::Metrics::new(config.node_id, &config.department),
+        metrics,
         read_index: Default::default(),
         leader_read_index: Default::default(),
     });

@@ -1,0 +1,215 @@
+//! Writes a follower forwards to the leader, many per RPC.
+//!
+//! A department writes at its own node; a follower passes the write on to the
+//! leader. One RPC per write costs an HTTP/2 stream, its frames and TLS records
+//! each way, on both nodes, for two writes in three of a three-node cluster.
+//! Here writes that queue while earlier batches are in flight go together as one
+//! `ForwardRequest::Writes`; the leader answers each write on its own. A lone
+//! write goes at once, as a batch of one, so it waits no longer than before.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use concord_proto::raft::v1::RaftPayload;
+use concord_store::NodeId;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+
+use crate::metrics::Metrics;
+use crate::network::{
+    decode, encode, ForwardError, ForwardReply, ForwardRequest, ForwardWrite, Peers,
+};
+
+/// Batches in flight to the leader at once. Writes that arrive while all are out
+/// wait for the next, which is what makes batches.
+const IN_FLIGHT: usize = 2;
+/// The most writes in one batch (about 1 KiB each).
+const MAX_BATCH: usize = 256;
+
+type Reply = Result<concord_domain::Response, ForwardError>;
+
+struct Pending {
+    leader: NodeId,
+    addr: String,
+    write: ForwardWrite,
+    deadline: Instant,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// The queue of writes to forward; a background task sends them.
+pub struct Forwarder {
+    queue: mpsc::UnboundedSender<Pending>,
+}
+
+impl Forwarder {
+    /// Starts the sending task, which ends when the `Forwarder` is dropped.
+    pub fn start(peers: Peers, metrics: Arc<Metrics>) -> Forwarder {
+        let (queue, rx) = mpsc::unbounded_channel();
+        tokio::spawn(send_batches(peers, metrics, rx));
+        Forwarder { queue }
+    }
+
+    /// `write` as `leader`, at `addr`, answered it; `NotLeader` when it did not
+    /// answer within `timeout` (the caller retries, and the request id makes a
+    /// retry of an applied write harmless).
+    pub async fn write(
+        &self,
+        leader: NodeId,
+        addr: &str,
+        write: ForwardWrite,
+        timeout: Duration,
+    ) -> Reply {
+        let not_reached = ForwardError::NotLeader {
+            leader: Some(leader),
+        };
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            leader,
+            addr: addr.to_string(),
+            write,
+            deadline: Instant::now() + timeout,
+            reply,
+        };
+        if self.queue.send(pending).is_err() {
+            return Err(not_reached);
+        }
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(reply)) => reply,
+            _ => Err(not_reached),
+        }
+    }
+}
+
+async fn send_batches(
+    peers: Peers,
+    metrics: Arc<Metrics>,
+    mut queue: mpsc::UnboundedReceiver<Pending>,
+) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = queue.recv().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        // After a leader change a queue can hold writes for the old leader and
+        // the new: each part goes where its caller sent it.
+        let slot = Arc::new(slot);
+        while !batch.is_empty() {
+            let addr = batch[0].addr.clone();
+            let (part, rest): (Vec<_>, Vec<_>) = batch.into_iter().partition(|p| p.addr == addr);
+            batch = rest;
+            metrics.forward_batches.inc();
+            metrics.forwarded_writes.inc_by(part.len() as u64);
+            tokio::spawn(send(peers.clone(), part, slot.clone()));
+        }
+    }
+}
+
+/// Sends one batch to one leader and hands each caller its answer.
+async fn send(peers: Peers, batch: Vec<Pending>, _slot: Arc<OwnedSemaphorePermit>) {
+    let leader = batch[0].leader;
+    let addr = batch[0].addr.clone();
+    let deadline = batch
+        .iter()
+        .map(|p| p.deadline)
+        .max()
+        .unwrap_or_else(Instant::now);
+    let timeout = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(50));
+    let (writes, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.write, p.reply)).unzip();
+    let not_reached = || ForwardError::NotLeader {
+        leader: Some(leader),
+    };
+    let answers: Vec<Reply> = if writes.len() == 1 {
+        // Alone: the single form, which every version of the leader understands.
+        let one = writes
+            .into_iter()
+            .map(|w| forward_one(&peers, leader, &addr, w, timeout));
+        futures::future::join_all(one).await
+    } else {
+        match call(
+            &peers,
+            leader,
+            &addr,
+            &ForwardRequest::Writes(writes.clone()),
+            timeout,
+        )
+        .await
+        {
+            Ok(Ok(ForwardReply::Writes(answers))) if answers.len() == writes.len() => answers,
+            Ok(Ok(other)) => writes.iter().map(|_| Err(unexpected(&other))).collect(),
+            Ok(Err(e)) => writes.iter().map(|_| Err(e.clone())).collect(),
+            // A leader of an older version does not know batches (it cannot
+            // decode one): during a rolling upgrade, send the writes one by one.
+            Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                let one_by_one = writes
+                    .into_iter()
+                    .map(|w| forward_one(&peers, leader, &addr, w, timeout));
+                futures::future::join_all(one_by_one).await
+            }
+            Err(_) => writes.iter().map(|_| Err(not_reached())).collect(),
+        }
+    };
+    for (reply, answer) in replies.into_iter().zip(answers) {
+        // A caller that gave up is gone: nothing to tell.
+        let _ = reply.send(answer);
+    }
+}
+
+async fn forward_one(
+    peers: &Peers,
+    leader: NodeId,
+    addr: &str,
+    write: ForwardWrite,
+    timeout: Duration,
+) -> Reply {
+    match call(peers, leader, addr, &ForwardRequest::Write(write), timeout).await {
+        Ok(Ok(ForwardReply::Written(r))) => Ok(r),
+        Ok(Ok(other)) => Err(unexpected(&other)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(ForwardError::NotLeader {
+            leader: Some(leader),
+        }),
+    }
+}
+
+fn unexpected(reply: &ForwardReply) -> ForwardError {
+    ForwardError::Refused {
+        code: tonic::Code::Internal as i32,
+        message: format!("unexpected reply to a forwarded write: {reply:?}"),
+    }
+}
+
+/// One forwarding RPC: the leader's answer, or the status of an RPC that failed
+/// (the leader unreachable, gone, or refusing the payload).
+pub async fn call(
+    peers: &Peers,
+    leader: NodeId,
+    addr: &str,
+    req: &ForwardRequest,
+    timeout: Duration,
+) -> Result<Result<ForwardReply, ForwardError>, tonic::Status> {
+    let mut client = peers
+        .client(addr)
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let data = encode(req).map_err(|e| tonic::Status::internal(e.to_string()))?;
+    let mut request = tonic::Request::new(RaftPayload {
+        data,
+        chunk: vec![],
+    });
+    request.set_timeout(timeout);
+    let reply = client.forward(request).await.inspect_err(|s| {
+        tracing::debug!(leader, why = %s, "forward to leader failed; will retry");
+    })?;
+    decode::<Result<ForwardReply, ForwardError>>(&reply.into_inner().data)
+        .map_err(|e| tonic::Status::internal(format!("undecodable reply: {e}")))
+}
