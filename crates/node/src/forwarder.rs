@@ -213,3 +213,122 @@ pub async fn call(
     decode::<Result<ForwardReply, ForwardError>>(&reply.into_inner().data)
         .map_err(|e| tonic::Status::internal(format!("undecodable reply: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use concord_domain::{Command, Outcome, Response};
+    use concord_proto::raft::v1::raft_service_server::{RaftService, RaftServiceServer};
+    use tonic::{Request, Status};
+
+    use super::*;
+
+    /// Forwarding as a leader from before batches does it: its `ForwardRequest`
+    /// had `Write` and `ReadIndex` only, so a batch does not decode (the
+    /// InvalidArgument of `services::raft::parse_data`). It answers slowly, so
+    /// writes queue behind the forwarder's slots and go as batches first.
+    #[derive(Default)]
+    struct OlderLeader {
+        request_ids: Mutex<Vec<String>>,
+    }
+
+    #[derive(serde::Deserialize)]
+    enum OlderForwardRequest {
+        Write {
+            actor: String,
+            request_id: String,
+            #[allow(dead_code)]
+            command: Command,
+        },
+        ReadIndex,
+    }
+
+    #[tonic::async_trait]
+    impl RaftService for OlderLeader {
+        async fn append_entries(
+            &self,
+            _: Request<RaftPayload>,
+        ) -> Result<tonic::Response<RaftPayload>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        async fn vote(
+            &self,
+            _: Request<RaftPayload>,
+        ) -> Result<tonic::Response<RaftPayload>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        async fn install_snapshot(
+            &self,
+            _: Request<RaftPayload>,
+        ) -> Result<tonic::Response<RaftPayload>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        async fn forward(
+            &self,
+            req: Request<RaftPayload>,
+        ) -> Result<tonic::Response<RaftPayload>, Status> {
+            let req: OlderForwardRequest = decode(&req.into_inner().data)
+                .map_err(|e| Status::invalid_argument(format!("undecodable raft payload: {e}")))?;
+            let OlderForwardRequest::Write {
+                actor, request_id, ..
+            } = req
+            else {
+                return Err(Status::unimplemented("not in this test"));
+            };
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            assert_eq!(actor, "SAMR");
+            // The revision tells which write this answers: w-<n> gets 1000 + n.
+            let n: u64 = request_id.trim_start_matches("w-").parse().unwrap();
+            self.request_ids.lock().unwrap().push(request_id);
+            let reply: Result<ForwardReply, ForwardError> = Ok(ForwardReply::Written(Response {
+                revision: 1000 + n,
+                result: Ok(Outcome::Nothing),
+                replayed: false,
+            }));
+            Ok(tonic::Response::new(RaftPayload {
+                data: encode(&reply).unwrap(),
+                chunk: vec![],
+            }))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_leader_that_cannot_decode_batches_gets_the_writes_one_by_one() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let leader = Arc::new(OlderLeader::default());
+        let service = RaftServiceServer::from_arc(leader.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let metrics = Metrics::new(2, "SAMR");
+        let forwarder = Forwarder::start(Peers::new(None), metrics.clone());
+        let writes = (0..12).map(|n| {
+            let write = ForwardWrite {
+                actor: "SAMR".into(),
+                request_id: format!("w-{n}"),
+                command: Command::Tick {
+                    dedup_retention_ms: 0,
+                },
+            };
+            forwarder.write(1, &addr, write, Duration::from_secs(10))
+        });
+        let answers = futures::future::join_all(writes).await;
+        for (n, answer) in answers.iter().enumerate() {
+            match answer {
+                Ok(r) => assert_eq!(r.revision, 1000 + n as u64, "answer to w-{n}"),
+                Err(e) => panic!("w-{n} was not answered: {e:?}"),
+            }
+        }
+        let mut seen = leader.request_ids.lock().unwrap().clone();
+        seen.sort();
+        let mut expected: Vec<_> = (0..12).map(|n| format!("w-{n}")).collect();
+        expected.sort();
+        assert_eq!(seen, expected, "each write reached the leader once");
+        // Batches were tried (and refused), not only single writes.
+        assert!(metrics.forward_batches.get() < metrics.forwarded_writes.get());
+    }
+}
