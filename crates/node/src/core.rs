@@ -236,20 +236,28 @@ impl NodeCore {
                 message: why,
             });
         }
+        self.propose(actor, Principal::Member, request_id, command)
+            .await
+            .map_err(client_write_error)
+    }
+
+    /// Proposes `command` to raft (on the leader) and waits for its response.
+    async fn propose(
+        &self,
+        actor: String,
+        principal: Principal,
+        request_id: String,
+        command: Command,
+    ) -> Result<Response, RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>> {
         // The proposer stamps the time, so every replica applies the same instant.
         let envelope = Envelope {
             actor,
-            principal: Principal::Member,
+            principal,
             request_id,
             timestamp_ms: now_ms(),
             command,
         };
-        let r = self
-            .raft
-            .client_write(envelope)
-            .await
-            .map_err(client_write_error)?;
-        Ok(r.data)
+        Ok(self.raft.client_write(envelope).await?.data)
     }
 
     /// The leader's read index, after confirming with a quorum that it still leads.
@@ -312,19 +320,9 @@ impl NodeCore {
         command: Command,
     ) -> Result<Response, NodeError> {
         self.require_leader()?;
-        let envelope = Envelope {
-            actor: admin_department,
-            principal: Principal::Admin,
-            request_id,
-            timestamp_ms: now_ms(),
-            command,
-        };
-        let r = self
-            .raft
-            .client_write(envelope)
+        self.propose(admin_department, Principal::Admin, request_id, command)
             .await
-            .map_err(|e| self.admin_error(client_write_error(e)))?;
-        Ok(r.data)
+            .map_err(|e| self.admin_error(client_write_error(e)))
     }
 
     /// Adds a learner; returns the log index of the membership entry.

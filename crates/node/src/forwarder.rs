@@ -279,7 +279,10 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(30)).await;
             assert_eq!(actor, "SAMR");
             // The revision tells which write this answers: w-<n> gets 1000 + n.
-            let n: u64 = request_id.trim_start_matches("w-").parse().unwrap();
+            let n: u64 = request_id
+                .trim_start_matches("w-")
+                .parse()
+                .map_err(|_| Status::invalid_argument(format!("request id {request_id}")))?;
             self.request_ids.lock().unwrap().push(request_id);
             let reply: Result<ForwardReply, ForwardError> = Ok(ForwardReply::Written(Response {
                 revision: 1000 + n,
@@ -287,7 +290,7 @@ mod tests {
                 replayed: false,
             }));
             Ok(tonic::Response::new(RaftPayload {
-                data: encode(&reply).unwrap(),
+                data: encode(&reply).map_err(|e| Status::internal(e.to_string()))?,
                 chunk: vec![],
             }))
         }
