@@ -24,6 +24,7 @@ pub mod convert;
 pub mod core;
 pub mod error;
 pub mod forwarder;
+pub mod gather;
 pub mod membership;
 pub mod metrics;
 pub mod network;

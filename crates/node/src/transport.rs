@@ -15,6 +15,8 @@ use tokio::sync::mpsc;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::gather::Gathered;
+
 /// How long a connection may take to say its first byte and finish the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first byte of a TLS handshake record.
@@ -79,7 +81,18 @@ impl RefusalLog {
     }
 }
 
-pub type TlsConn = tokio_rustls::server::TlsStream<TcpStream>;
+pub type TlsConn = Gathered<tokio_rustls::server::TlsStream<TcpStream>>;
+
+/// The accepted connection's peer address and certificates, as tonic reads them
+/// from an unwrapped rustls stream (department identity comes from these).
+impl tonic::transport::server::Connected for Gathered<tokio_rustls::server::TlsStream<TcpStream>> {
+    type ConnectInfo =
+        <tokio_rustls::server::TlsStream<TcpStream> as tonic::transport::server::Connected>::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.get_ref().connect_info()
+    }
+}
 
 /// Accepts connections on `listener` and yields those that completed the mutual
 /// TLS handshake. Handshakes run concurrently, so a slow peer delays no one.
@@ -135,6 +148,7 @@ async fn handshake(tcp: TcpStream, tls: &ReloadingTls) -> Result<TlsConn, Refusa
     TlsAcceptor::from(tls.server())
         .accept(tcp)
         .await
+        .map(Gathered::new)
         .map_err(|e| Refusal::from_accept_error(&e))
 }
 
@@ -143,7 +157,7 @@ async fn handshake(tcp: TcpStream, tls: &ReloadingTls) -> Result<TlsConn, Refusa
 pub async fn dial(
     tls: Arc<ReloadingTls>,
     uri: tonic::transport::Uri,
-) -> Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>, std::io::Error> {
+) -> Result<TokioIo<Gathered<tokio_rustls::client::TlsStream<TcpStream>>>, std::io::Error> {
     let bad = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
     let host = uri
         .host()
@@ -158,7 +172,7 @@ pub async fn dial(
     tcp.set_nodelay(true)?;
     let name = ServerName::try_from(host.clone()).map_err(|e| bad(format!("{host}: {e}")))?;
     let conn = TlsConnector::from(tls.client()).connect(name, tcp).await?;
-    Ok(TokioIo::new(conn))
+    Ok(TokioIo::new(Gathered::new(conn)))
 }
 
 /// Polls the certificate files and swaps in new configurations when they change.
