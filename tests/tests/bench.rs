@@ -1,7 +1,8 @@
 //! `concord bench --local`: the standard suite runs against a fresh three-node
 //! cluster and prints one line of figures per run, with no errors. (The figures
 //! themselves are not asserted: timing stays out of tests, see docs/performance.md.)
-//! `--scale` loads a cluster and measures restart and a learner's catch-up.
+//! `--scale` loads a cluster and measures restart and a learner's catch-up; `--apply`
+//! times one node's state machine alone.
 
 use std::process::Command;
 
@@ -97,4 +98,50 @@ fn the_scale_mode_loads_then_measures_memory_restart_and_a_learners_catch_up() {
     ] {
         assert!(stdout.contains(expected), "no {expected:?} in:\n{stdout}");
     }
+}
+
+#[test]
+fn the_apply_mode_applies_every_push_and_prints_the_cpu_per_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(concord_binary())
+        .args(["bench", "--apply", "300", "--batch", "7", "--dir"])
+        .arg(dir.path().join("apply"))
+        .output()
+        .expect("run concord bench --apply");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The command fails when the domain refuses any of the pushes.
+    assert!(
+        out.status.success(),
+        "bench --apply failed:\n{stdout}\n{stderr}"
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("Apply PushCase"))
+        .unwrap_or_else(|| panic!("no Apply line in:\n{stdout}"));
+    assert!(line.contains("writes 300 batch 7 "), "{line}");
+    for figure in [
+        "state machine ",
+        "with fjall's own threads ",
+        "domain alone ",
+    ] {
+        let value: f64 = line
+            .split(figure)
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|n| n.trim_end_matches(')').parse().ok())
+            .unwrap_or_else(|| panic!("no {figure:?} figure in {line}"));
+        assert!(value > 0.0, "{line}");
+    }
+    // A second run wipes --dir first instead of applying onto the old state.
+    let again = Command::new(concord_binary())
+        .args(["bench", "--apply", "10", "--dir"])
+        .arg(dir.path().join("apply"))
+        .output()
+        .expect("run concord bench --apply again");
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
 }

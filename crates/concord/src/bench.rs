@@ -25,6 +25,7 @@ use tonic::transport::Channel;
 
 use crate::local::{LocalCluster, Spec};
 
+mod apply;
 mod scale;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -83,6 +84,14 @@ pub struct BenchArgs {
     /// kill -9, a new learner's catch-up by snapshot). --clients sets the loaders.
     #[arg(long, value_name = "RECORDS")]
     scale: Option<u64>,
+    /// Instead of a cluster, apply this many pushed cases to a fresh store in --dir
+    /// (one node's state machine: no network, no raft log) and print the CPU time
+    /// per write, with fjall and with the domain alone.
+    #[arg(long, value_name = "WRITES", conflicts_with_all = ["local", "endpoints"])]
+    apply: Option<u64>,
+    /// --apply: log entries per apply call (a loaded leader applies about 20).
+    #[arg(long, default_value_t = 20)]
+    batch: usize,
 }
 
 struct Endpoint {
@@ -103,6 +112,9 @@ struct Figures {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(writes) = args.apply {
+        return apply::run(&args, writes).await;
+    }
     if let (true, Some(records)) = (args.local, args.scale) {
         return scale::run(&args, records).await;
     }
