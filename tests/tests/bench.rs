@@ -31,19 +31,32 @@ fn free_ports(n: u16) -> u16 {
     panic!("no {n} consecutive free ports");
 }
 
+/// Runs `concord bench ARGS --dir DIR`, asserts it succeeded, returns its stdout.
+fn bench(args: &[&str], dir: &std::path::Path) -> String {
+    let out = Command::new(concord_binary())
+        .arg("bench")
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .output()
+        .expect("run concord bench");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "bench {args:?} failed:\n{stdout}\n{stderr}"
+    );
+    stdout
+}
+
 #[test]
 fn the_standard_suite_prints_a_line_per_run_without_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(concord_binary())
-        .args(["bench", "--local", "--duration", "1", "--base-port"])
-        .arg(free_ports(3).to_string())
-        .arg("--dir")
-        .arg(dir.path().join("bench"))
-        .output()
-        .expect("run concord bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "bench failed:\n{stdout}\n{stderr}");
+    let port = free_ports(3).to_string();
+    let stdout = bench(
+        &["--local", "--duration", "1", "--base-port", &port],
+        &dir.path().join("bench"),
+    );
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(
         lines[0].starts_with("concord bench: 3 voters"),
@@ -76,19 +89,18 @@ fn the_standard_suite_prints_a_line_per_run_without_errors() {
 #[test]
 fn the_scale_mode_loads_then_measures_memory_restart_and_a_learners_catch_up() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(concord_binary())
-        .args(["bench", "--local", "--scale", "2000", "--clients", "16"])
-        .arg("--base-port")
-        .arg(free_ports(4).to_string())
-        .arg("--dir")
-        .arg(dir.path().join("scale"))
-        .output()
-        .expect("run concord bench --scale");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "bench --scale failed:\n{stdout}\n{stderr}"
+    let port = free_ports(4).to_string();
+    let stdout = bench(
+        &[
+            "--local",
+            "--scale",
+            "2000",
+            "--clients",
+            "16",
+            "--base-port",
+            &port,
+        ],
+        &dir.path().join("scale"),
     );
     for expected in [
         "scale: 2000 cases loaded in ",
@@ -103,17 +115,10 @@ fn the_scale_mode_loads_then_measures_memory_restart_and_a_learners_catch_up() {
 #[test]
 fn the_apply_mode_applies_every_push_and_prints_the_cpu_per_write() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(concord_binary())
-        .args(["bench", "--apply", "300", "--batch", "7", "--dir"])
-        .arg(dir.path().join("apply"))
-        .output()
-        .expect("run concord bench --apply");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
     // The command fails when the domain refuses any of the pushes.
-    assert!(
-        out.status.success(),
-        "bench --apply failed:\n{stdout}\n{stderr}"
+    let stdout = bench(
+        &["--apply", "300", "--batch", "7"],
+        &dir.path().join("apply"),
     );
     let line = stdout
         .lines()
@@ -134,14 +139,5 @@ fn the_apply_mode_applies_every_push_and_prints_the_cpu_per_write() {
         assert!(value > 0.0, "{line}");
     }
     // A second run wipes --dir first instead of applying onto the old state.
-    let again = Command::new(concord_binary())
-        .args(["bench", "--apply", "10", "--dir"])
-        .arg(dir.path().join("apply"))
-        .output()
-        .expect("run concord bench --apply again");
-    assert!(
-        again.status.success(),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
+    bench(&["--apply", "10"], &dir.path().join("apply"));
 }

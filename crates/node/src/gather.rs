@@ -112,31 +112,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn frames_written_between_flushes_reach_the_connection_as_one_write_in_order() {
+    async fn frames_written_between_flushes_reach_the_connection_as_one_write_in_order(
+    ) -> io::Result<()> {
         let mut conn = Gathered::new(Counting {
             writes: 0,
             bytes: vec![],
         });
         assert!(!conn.is_write_vectored());
         // A response: headers and message, then the trailers.
-        conn.write_all(&[1u8; 379]).await.unwrap();
-        conn.write_all(&[2u8; 32]).await.unwrap();
+        conn.write_all(&[1u8; 379]).await?;
+        conn.write_all(&[2u8; 32]).await?;
         assert_eq!(
             conn.get_ref().writes,
             0,
             "nothing is written before the flush"
         );
-        conn.flush().await.unwrap();
+        conn.flush().await?;
         assert_eq!(conn.get_ref().writes, 1);
         let mut expected = vec![1u8; 379];
         expected.extend_from_slice(&[2u8; 32]);
         assert_eq!(conn.get_ref().bytes, expected);
         // Shutting down flushes what is left.
-        conn.write_all(&[3u8; 9]).await.unwrap();
-        conn.shutdown().await.unwrap();
+        conn.write_all(&[3u8; 9]).await?;
+        conn.shutdown().await?;
         assert_eq!(conn.get_ref().writes, 2);
         assert_eq!(conn.get_ref().bytes.len(), 379 + 32 + 9);
         let mut read = [0u8; 4];
-        assert_eq!(conn.read(&mut read).await.unwrap(), 0);
+        assert_eq!(conn.read(&mut read).await?, 0);
+        Ok(())
     }
 }

@@ -27,25 +27,26 @@ pub async fn run(args: &BenchArgs, writes: u64) -> anyhow::Result<()> {
             .with_context(|| format!("wiping {}", args.dir.display()))?;
     }
     std::fs::create_dir_all(&args.dir)?;
-    let batch = args.batch.max(1) as u64;
+    let batch = args.batch.max(1);
     let envelopes = (0..=writes)
         .map(|i| envelope(args, i))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    // Log index = position + 1, as a revision is the log index of its entry.
+    let entries: Vec<Entry<TypeConfig>> = envelopes
+        .iter()
+        .zip(1..)
+        .map(|(env, index)| Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(env.clone()),
+        })
+        .collect();
 
     let (_log, mut sm, _reader) = concord_store::open(&args.dir, StoreOptions::default())?;
-    let entry = |index: u64, env: &Envelope| Entry::<TypeConfig> {
-        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(env.clone()),
-    };
-    sm.apply([entry(1, &envelopes[0])]).await?;
+    sm.apply(entries[..1].to_vec()).await?;
     let started = (thread_cpu(), process_cpu());
     let mut refused = 0;
-    for chunk in (1..=writes).collect::<Vec<_>>().chunks(batch as usize) {
-        let entries: Vec<_> = chunk
-            .iter()
-            .map(|&i| entry(i + 1, &envelopes[i as usize]))
-            .collect();
-        for r in sm.apply(entries).await? {
+    for chunk in entries[1..].chunks(batch) {
+        for r in sm.apply(chunk.to_vec()).await? {
             refused += u64::from(r.result.is_err());
         }
     }
