@@ -530,15 +530,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             };
             let tmp = shared2.snapshot_dir.join(format!("building-{seq}.tmp"));
             let entries = dump
-                .map(|kv| {
-                    kv.into_inner()
-                        .map(|(k, v)| (k.to_vec(), v.to_vec()))
-                        .map_err(crate::io_err)
-                })
-                .filter(|kv| {
-                    kv.as_ref()
-                        .map_or(true, |(k, _)| k.as_slice() != LEGACY_INSTALLING)
-                });
+                .map(|kv| kv.into_inner().map_err(crate::io_err))
+                .filter(|kv| kv.as_ref().map_or(true, |(k, _)| &**k != LEGACY_INSTALLING));
             snapshot::write(&tmp, &meta, entries).map_err(|e| snap_err(ErrorVerb::Write, e))?;
             std::fs::rename(&tmp, current_path(&shared2))
                 .map_err(|e| snap_err(ErrorVerb::Write, e))?;
