@@ -20,6 +20,7 @@
 //! loses entries the recovered state machine still needs.
 
 pub mod durability;
+mod hot;
 mod legacy;
 pub mod log_store;
 pub mod reader;
@@ -125,6 +126,8 @@ pub(crate) struct Shared {
     /// Held for a whole snapshot build, which an install (that replaces the
     /// state under the dump) waits for.
     pub build_lock: tokio::sync::Mutex<()>,
+    /// What the applies read most (`hot`).
+    pub hot: std::sync::Mutex<hot::HotKeys>,
     pub options: StoreOptions,
 }
 
@@ -182,6 +185,7 @@ pub fn open(
         installs: std::sync::atomic::AtomicU64::new(0),
         apply_lock: tokio::sync::Mutex::new(()),
         build_lock: tokio::sync::Mutex::new(()),
+        hot: Default::default(),
         options,
     });
     let sm = StateMachine::new(shared.clone());

@@ -15,6 +15,7 @@ use openraft::{
 };
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
+use crate::hot::{self, CachedView};
 use crate::reader::KeyspaceView;
 use crate::snapshot::{self, Meta};
 use crate::{sm_keys, NodeId, NodeInfo, Shared, StorageError, TypeConfig};
@@ -32,7 +33,7 @@ const LEGACY_INSTALLING: &[u8] = b"m/installing";
 const COMPACT_EVERY: u64 = 1024;
 
 pub struct StateMachine {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 pub(crate) fn current_path(shared: &Shared) -> PathBuf {
@@ -110,6 +111,12 @@ fn load_snapshot(shared: &Shared, checked: Checked) -> Result<Meta, StorageError
     finish_install(shared, checked)
 }
 
+/// Installs the current snapshot file again, as a received one is installed.
+#[cfg(test)]
+pub(crate) fn reload_snapshot(shared: &Shared) -> Result<Meta, StorageError> {
+    load_snapshot(shared, Checked::No)
+}
+
 /// Whether the current snapshot file's checksum was verified since it was written.
 #[derive(Clone, Copy, PartialEq)]
 enum Checked {
@@ -130,6 +137,7 @@ fn begin_install(shared: &Shared) -> Result<(), StorageError> {
     // Odd until `finish_install` succeeds: a failed install leaves a partial state
     // that must not be read (openraft stops the node; a restart resumes the install).
     shared.installs.fetch_or(1, Ordering::SeqCst);
+    hot::lock(&shared.hot).clear();
     remove_all(shared).map_err(|e| sm_err(ErrorVerb::Write, e))?;
     Ok(())
 }
@@ -252,7 +260,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let _guard = self.shared.apply_lock.lock().await;
         let sm = &self.shared.sm;
-        let base = KeyspaceView(sm);
+        let base = CachedView {
+            base: KeyspaceView(sm),
+            hot: &self.shared.hot,
+        };
         let mut writes: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
         let mut batch = self.shared.db.batch();
         let mut responses = vec![];
@@ -297,7 +308,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let Some(last) = last else {
             return Ok(responses);
         };
+        let mut hot_writes = vec![];
         for (k, v) in writes {
+            if hot::is_hot(&k) {
+                hot_writes.push((k.clone(), v.clone()));
+            }
             match v {
                 Some(v) => batch.insert(sm, sm_keys::state(&k), v),
                 None => batch.remove(sm, sm_keys::state(&k)),
@@ -310,6 +325,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         );
         self.compact_events(last.index, &mut batch)?;
         batch.commit().map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        hot::lock(&self.shared.hot).committed(hot_writes);
         self.shared.applied.send_replace(last.index);
         Ok(responses)
     }
