@@ -146,6 +146,14 @@ impl Write for DirectWriter {
     }
 }
 
+/// Asks the kernel to read all of `file` into the page cache in the background.
+/// Advice only: nothing fails if it is not taken.
+pub fn prefetch(file: &impl std::os::fd::AsRawFd) {
+    // SAFETY: `posix_fadvise` only reads its integer arguments; the descriptor is
+    // open for the duration of the call, borrowed from `file`.
+    let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
+}
+
 fn bad(msg: impl Into<String>) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, msg.into())
 }
