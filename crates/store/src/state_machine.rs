@@ -422,11 +422,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let file = tokio::fs::File::open(&path)
             .await
             .map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        // Asked for to be sent (or backed up): have the kernel read it in now. It
-        // was written past the page cache, and each chunk is read only after the
-        // peer has answered the last one, so the disk would otherwise wait in line
-        // with the network (a 200,000-record learner took 0.8 s longer).
-        snapshot::prefetch(&file);
         Ok(Some(Snapshot {
             meta,
             snapshot: Box::new(file),
