@@ -1,14 +1,16 @@
 //! openraft storage for Concord: the raft log and vote ([`LogStore`]), the
 //! replicated state machine ([`StateMachine`]) and the read side ([`StoreReader`]).
 //! The log is in segment files of its own; everything else is in fjall (an LSM
-//! tree), in two keyspaces: `raft` (vote and log pointers) and `sm` (the state).
+//! tree): `raft` (vote and log pointers) and the state machine's keyspaces (`sm`,
+//! and beside it one for each kind of key written in revision order: [`keyspaces`]).
 //!
 //! # Layout
 //! - [`durability`]: group commit — one sync for every batch of waiters.
 //! - [`wal`]: the raft log in append-only segment files (`fdatasync` per group commit).
 //! - [`log_store`]: `RaftLogStorage` on the WAL and the `raft` keyspace.
-//! - [`state_machine`]: `RaftStateMachine` on the `sm` keyspace; calls `concord_domain::apply`.
-//! - [`snapshot`]: the snapshot file format (checksummed dump of the `sm` keyspace).
+//! - [`state_machine`]: `RaftStateMachine` on the state keyspaces; calls `concord_domain::apply`.
+//! - [`keyspaces`]: which keyspace holds which key of the state machine.
+//! - [`snapshot`]: the snapshot file format (checksummed dump of the state keyspaces).
 //! - `legacy`: moves a data directory of the sled-based versions over on open.
 //! - [`reader`]: what the node reads: domain state, events for Watch, applied revision.
 //!
@@ -21,6 +23,7 @@
 
 pub mod durability;
 mod hot;
+pub(crate) mod keyspaces;
 mod legacy;
 pub mod log_store;
 pub mod reader;
@@ -108,7 +111,7 @@ pub(crate) struct Shared {
     pub wal: wal::Wal,
     pub db: fjall::Database,
     pub raft: fjall::Keyspace,
-    pub sm: fjall::Keyspace,
+    pub sm: keyspaces::StateKeyspaces,
     pub durability: durability::Durability,
     pub snapshot_dir: PathBuf,
     pub applied: tokio::sync::watch::Sender<u64>,
@@ -155,12 +158,14 @@ pub fn open(
             source,
         })?;
     let raft = db.keyspace("raft", fjall::KeyspaceCreateOptions::default)?;
-    let sm = db.keyspace("sm", || {
-        fjall::KeyspaceCreateOptions::default().max_memtable_size(options.memtable_bytes)
-    })?;
+    let sm = keyspaces::StateKeyspaces::open(&db, options.memtable_bytes)?;
     let legacy = legacy::open(dir)?;
     if let Some(old) = &legacy {
-        old.copy_into(&db, &raft, &sm)?;
+        old.copy_into(&db, &raft, &sm.main)?;
+    }
+    let moved = sm.move_over(&db)?;
+    if moved > 0 {
+        tracing::info!(keys = moved, "moved keys into the keyspaces of their kind");
     }
     let last_purged: Option<openraft::LogId<NodeId>> = match raft.get(log_store::LAST_PURGED)? {
         Some(v) => serde_json::from_slice(&v).map_err(io_err)?,
@@ -171,7 +176,7 @@ pub fn open(
         old.finish(&wal)?;
     }
     let durability = durability::Durability::for_fjall(db.clone())?;
-    let applied = reader::read_applied_index(&sm).unwrap_or(0);
+    let applied = reader::read_applied_index(&sm.main).unwrap_or(0);
     let (applied_tx, _) = tokio::sync::watch::channel(applied);
     let shared = Arc::new(Shared {
         wal,
@@ -197,8 +202,9 @@ pub(crate) fn io_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> std:
     std::io::Error::other(e)
 }
 
-/// Keys of the `sm` keyspace. Domain state lives under `s/`, events under `e/` and
-/// the state machine's own pointers under `m/`; one batch applies all three.
+/// Keys of the state machine. Domain state lives under `s/`, events under `e/` and
+/// the state machine's own pointers under `m/`; one batch applies all three
+/// (`keyspaces` says which keyspace holds which).
 pub(crate) mod sm_keys {
     pub const STATE: &[u8] = b"s/";
     pub const EVENT: &[u8] = b"e/";

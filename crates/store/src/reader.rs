@@ -11,8 +11,8 @@ use openraft::LogId;
 
 use crate::{sm_keys, NodeId, Shared};
 
-/// The domain's view of the `sm` keyspace.
-pub(crate) struct KeyspaceView<'a>(pub &'a fjall::Keyspace);
+/// The domain's view of the state keyspaces.
+pub(crate) struct KeyspaceView<'a>(pub &'a crate::keyspaces::StateKeyspaces);
 
 fn fault(e: impl std::fmt::Display) -> StorageFault {
     StorageFault(e.to_string())
@@ -20,9 +20,11 @@ fn fault(e: impl std::fmt::Display) -> StorageFault {
 
 impl StateRead for KeyspaceView<'_> {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageFault> {
+        let key = sm_keys::state(key);
         Ok(self
             .0
-            .get(sm_keys::state(key))
+            .for_key(&key)
+            .get(&key)
             .map_err(fault)?
             .map(|v| v.to_vec()))
     }
@@ -44,7 +46,11 @@ impl StateRead for KeyspaceView<'_> {
             None => first,
         };
         let mut out = vec![];
-        for kv in self.0.range::<fjall::Slice, _>((start, end)) {
+        for kv in self
+            .0
+            .for_key(&full_prefix)
+            .range::<fjall::Slice, _>((start, end))
+        {
             let (k, v) = kv.into_inner().map_err(fault)?;
             if !k.starts_with(&full_prefix) || out.len() == limit {
                 break;
@@ -110,7 +116,12 @@ impl StoreReader {
         // rewritten by every apply, comes right after them.
         let (_, end) = fjall::util::prefix_to_range(sm_keys::EVENT);
         let from = Bound::Included(fjall::Slice::from(sm_keys::event_start(start)));
-        for kv in self.shared.sm.range::<fjall::Slice, _>((from, end)) {
+        for kv in self
+            .shared
+            .sm
+            .events()
+            .range::<fjall::Slice, _>((from, end))
+        {
             let v = kv.value().map_err(fault)?;
             let ev: Event = serde_json::from_slice(&v).map_err(fault)?;
             if out.len() >= limit && out.last().is_some_and(|last| last.revision != ev.revision) {
@@ -164,7 +175,7 @@ impl StoreReader {
 
     /// Events of revisions up to this one have been compacted away (0: none).
     pub fn compacted_through(&self) -> u64 {
-        compacted_through(&self.shared.sm)
+        compacted_through(&self.shared.sm.main)
     }
 }
 

@@ -16,6 +16,7 @@ use openraft::{
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use crate::hot::{self, CachedView};
+use crate::keyspaces::StateKeyspaces;
 use crate::reader::KeyspaceView;
 use crate::snapshot::{self, Meta};
 use crate::{sm_keys, NodeId, NodeInfo, Shared, StorageError, TypeConfig};
@@ -23,7 +24,7 @@ use crate::{sm_keys, NodeId, NodeInfo, Shared, StorageError, TypeConfig};
 type Entry = openraft::Entry<TypeConfig>;
 
 /// Marks an install in progress. It lives in the `raft` keyspace, not in `sm`: the
-/// install clears `sm`, and a mark inside it was cleared with everything else, so a
+/// install clears the state keyspaces, and a mark inside it was cleared with everything else, so a
 /// crash in the middle left an empty state machine and no sign of why (found by the
 /// fault campaign; see `a_crash_during_a_snapshot_install_is_finished_on_restart`).
 const INSTALLING: &[u8] = b"sm_installing";
@@ -68,7 +69,7 @@ impl StateMachine {
     fn last_applied(
         &self,
     ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, NodeInfo>), StorageError> {
-        let sm = &self.shared.sm;
+        let sm = &self.shared.sm.main;
         let applied = match sm
             .get(sm_keys::LAST_APPLIED)
             .map_err(|e| sm_err(ErrorVerb::Read, e))?
@@ -94,7 +95,9 @@ impl StateMachine {
                 .map(|v| v.is_some())
                 .map_err(|e| sm_err(ErrorVerb::Read, e))
         };
-        if marked(&self.shared.raft, INSTALLING)? || marked(&self.shared.sm, LEGACY_INSTALLING)? {
+        if marked(&self.shared.raft, INSTALLING)?
+            || marked(&self.shared.sm.main, LEGACY_INSTALLING)?
+        {
             tracing::warn!(
                 "an interrupted snapshot install is completed from the current snapshot file"
             );
@@ -145,46 +148,49 @@ fn begin_install(shared: &Shared) -> Result<(), StorageError> {
 /// Keys removed per batch when the state is cleared.
 const CLEAR_BATCH: usize = 4096;
 
-/// Removes every key of `sm`, in batches. Not `Keyspace::clear`: fjall 3.1 replays a
-/// clear found in its journal on recovery after everything else, which would drop
-/// tables ingested after the clear (the install below ingests its snapshot).
+/// Removes every key of the state keyspaces, in batches. Not `Keyspace::clear`:
+/// fjall 3.1 replays a clear found in its journal on recovery after everything
+/// else, which would drop tables ingested after the clear (the install below
+/// ingests its snapshot).
 fn remove_all(shared: &Shared) -> fjall::Result<()> {
     use std::ops::Bound;
-    // Each batch starts after the last key removed, not at the first key, which
-    // would step over every tombstone written so far.
-    let mut after: Option<fjall::Slice> = None;
-    loop {
-        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut keys = Vec::with_capacity(CLEAR_BATCH);
-        for kv in shared
-            .sm
-            .range::<fjall::Slice, _>((lower, Bound::Unbounded))
-            .take(CLEAR_BATCH)
-        {
-            keys.push(kv.key()?);
+    for keyspace in shared.sm.all() {
+        // Each batch starts after the last key removed, not at the first key, which
+        // would step over every tombstone written so far.
+        let mut after: Option<fjall::Slice> = None;
+        loop {
+            let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+            let mut keys = Vec::with_capacity(CLEAR_BATCH);
+            for kv in keyspace
+                .range::<fjall::Slice, _>((lower, Bound::Unbounded))
+                .take(CLEAR_BATCH)
+            {
+                keys.push(kv.key()?);
+            }
+            let Some(last) = keys.last().cloned() else {
+                break;
+            };
+            let mut batch = shared.db.batch();
+            for k in keys {
+                batch.remove(keyspace, k);
+            }
+            batch.commit()?;
+            after = Some(last);
         }
-        let Some(last) = keys.last().cloned() else {
-            return Ok(());
-        };
-        let mut batch = shared.db.batch();
-        for k in keys {
-            batch.remove(&shared.sm, k);
-        }
-        batch.commit()?;
-        after = Some(last);
     }
+    Ok(())
 }
 
 /// Loads the current snapshot file into the (cleared) state machine, durably, then
 /// drops the mark.
 fn finish_install(shared: &Shared, checked: Checked) -> Result<Meta, StorageError> {
     let path = current_path(shared);
-    let sm = &shared.sm;
-    let meta = ingest(sm, |each| match checked {
+    let meta = ingest(&shared.sm, |each| match checked {
         Checked::Yes => snapshot::read_verified(&path, each),
         Checked::No => snapshot::read(&path, each),
     })
     .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+    let sm = &shared.sm.main;
     let mut batch = shared.db.batch();
     batch.insert(
         sm,
@@ -218,16 +224,21 @@ fn finish_install(shared: &Shared, checked: Checked) -> Result<Meta, StorageErro
     Ok(meta)
 }
 
-/// Writes the entries `read` produces into the (empty) `sm` keyspace as sorted
-/// tables, bypassing the journal and memtables (fjall's ingestion). A snapshot is
-/// written in key order; an entry out of order fails the install rather than
-/// fjall's assertion. If the read fails, nothing is registered: the state stays
-/// cleared and the INSTALLING mark has the install start over.
+/// Writes the entries `read` produces into the (empty) state keyspaces as sorted
+/// tables, bypassing the journal and memtables (fjall's ingestion), each entry into
+/// the keyspace of its kind. A snapshot is written in key order; an entry out of
+/// order fails the install rather than fjall's assertion. If the read fails,
+/// nothing is registered: the state stays cleared and the INSTALLING mark has the
+/// install start over.
 fn ingest(
-    sm: &fjall::Keyspace,
+    sm: &StateKeyspaces,
     read: impl FnOnce(&mut dyn FnMut(Vec<u8>, Vec<u8>) -> std::io::Result<()>) -> std::io::Result<Meta>,
 ) -> std::io::Result<Meta> {
-    let mut ingestion = sm.start_ingestion().map_err(crate::io_err)?;
+    let mut ingestions = sm
+        .all()
+        .map(|ks| ks.start_ingestion())
+        .collect::<fjall::Result<Vec<_>>>()
+        .map_err(crate::io_err)?;
     let mut last: Option<Vec<u8>> = None;
     let meta = read(&mut |k: Vec<u8>, v: Vec<u8>| {
         if last.as_ref().is_some_and(|l| k <= *l) {
@@ -236,11 +247,15 @@ fn ingest(
                 "snapshot entries are not in key order",
             ));
         }
-        ingestion.write(k.as_slice(), v).map_err(crate::io_err)?;
+        ingestions[StateKeyspaces::index_of(&k)]
+            .write(k.as_slice(), v)
+            .map_err(crate::io_err)?;
         last = Some(k);
         Ok(())
     })?;
-    ingestion.finish().map_err(crate::io_err)?;
+    for ingestion in ingestions {
+        ingestion.finish().map_err(crate::io_err)?;
+    }
     Ok(meta)
 }
 
@@ -288,7 +303,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     for (seq, event) in t.events.iter().enumerate() {
                         let bytes =
                             serde_json::to_vec(event).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-                        batch.insert(sm, sm_keys::event(revision, seq as u32), bytes);
+                        batch.insert(sm.events(), sm_keys::event(revision, seq as u32), bytes);
                     }
                     responses.push(t.response);
                 }
@@ -296,7 +311,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     let stored = StoredMembership::new(Some(entry.log_id), m);
                     let bytes =
                         serde_json::to_vec(&stored).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-                    batch.insert(sm, sm_keys::LAST_MEMBERSHIP, bytes);
+                    batch.insert(&sm.main, sm_keys::LAST_MEMBERSHIP, bytes);
                     responses.push(Response {
                         revision,
                         result: Ok(Outcome::Nothing),
@@ -313,13 +328,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             if hot::is_hot(&k) {
                 hot_writes.push((k.clone(), v.clone()));
             }
+            let key = sm_keys::state(&k);
+            let keyspace = sm.for_key(&key);
             match v {
-                Some(v) => batch.insert(sm, sm_keys::state(&k), v),
-                None => batch.remove(sm, sm_keys::state(&k)),
+                Some(v) => batch.insert(keyspace, key, v),
+                None => batch.remove(keyspace, key),
             }
         }
         batch.insert(
-            sm,
+            &sm.main,
             sm_keys::LAST_APPLIED,
             serde_json::to_vec(&Some(last)).map_err(|e| sm_err(ErrorVerb::Write, e))?,
         );
@@ -438,16 +455,16 @@ impl StateMachine {
         batch: &mut fjall::OwnedWriteBatch,
     ) -> Result<(), StorageError> {
         let retention = self.shared.options.event_retention;
-        let done = crate::reader::compacted_through(&self.shared.sm);
+        let done = crate::reader::compacted_through(&self.shared.sm.main);
         let step = retention.clamp(1, COMPACT_EVERY);
         if applied < retention + step || applied - retention < done + step {
             return Ok(());
         }
         let cutoff = applied - retention;
-        let sm = &self.shared.sm;
-        for kv in sm.range(sm_keys::event_start(done)..sm_keys::event_start(cutoff + 1)) {
+        let (events, sm) = (self.shared.sm.events(), &self.shared.sm.main);
+        for kv in events.range(sm_keys::event_start(done)..sm_keys::event_start(cutoff + 1)) {
             let k = kv.key().map_err(|e| sm_err(ErrorVerb::Read, e))?;
-            batch.remove(sm, k);
+            batch.remove(events, k);
         }
         batch.insert(sm, sm_keys::OLDEST_EVENT, cutoff.to_be_bytes());
         Ok(())
@@ -528,7 +545,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let (last_applied, membership, dump) = {
             let _applies = shared.apply_lock.lock().await;
             let (last_applied, membership) = StateMachine::new(shared.clone()).last_applied()?;
-            let view = fjall::Readable::iter(&shared.db.snapshot(), &shared.sm);
+            let view = shared.sm.dump(&shared.db.snapshot());
             (last_applied, membership, view)
         };
         let shared2 = shared.clone();
@@ -545,9 +562,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 snapshot_id,
             };
             let tmp = shared2.snapshot_dir.join(format!("building-{seq}.tmp"));
-            let entries = dump
-                .map(|kv| kv.into_inner().map_err(crate::io_err))
-                .filter(|kv| kv.as_ref().map_or(true, |(k, _)| &**k != LEGACY_INSTALLING));
+            let entries =
+                dump.filter(|kv| kv.as_ref().map_or(true, |(k, _)| &**k != LEGACY_INSTALLING));
             snapshot::write(&tmp, &meta, entries).map_err(|e| snap_err(ErrorVerb::Write, e))?;
             std::fs::rename(&tmp, current_path(&shared2))
                 .map_err(|e| snap_err(ErrorVerb::Write, e))?;
@@ -658,6 +674,7 @@ mod tests {
         // The state machine holds revision 7; a snapshot of revision 42 arrives.
         shared
             .sm
+            .main
             .insert(
                 sm_keys::LAST_APPLIED,
                 serde_json::to_vec(&Some(LogId::new(CommittedLeaderId::new(1, 1), 7))).unwrap(),
@@ -691,9 +708,15 @@ mod tests {
             last_membership: StoredMembership::default(),
             snapshot_id: "2-900-0".into(),
         };
+        // Keys of every keyspace: cases, events and audit records have their own.
         let entries: BTreeMap<Vec<u8>, Vec<u8>> = (0..n)
             .map(|i| {
-                let key = sm_keys::state(&format!("case/case-{i:07}-1"));
+                let key = match i % 4 {
+                    0 => sm_keys::event(i as u64, 0),
+                    1 => sm_keys::state(&format!("audit/{i:020}")),
+                    2 => sm_keys::state(&format!("casedue/{i:020}/case-{i:07}-1")),
+                    _ => sm_keys::state(&format!("case/case-{i:07}-1")),
+                };
                 (key, format!("{{\"n\":{i}}}").into_bytes())
             })
             .collect();
@@ -710,22 +733,34 @@ mod tests {
         // The state before: more keys than one batch of removals, some of them
         // also in the snapshot (with other values), some not.
         for i in 0..(2 * CLEAR_BATCH + 5) {
-            let key = sm_keys::state(&format!("case/case-{:07}-1", i * 3));
-            shared.sm.insert(key, b"old".as_slice()).unwrap();
+            for key in [
+                sm_keys::state(&format!("case/case-{:07}-1", i * 3)),
+                sm_keys::state(&format!("dept/D{i}")),
+                sm_keys::event(i as u64 * 3, 0),
+            ] {
+                shared
+                    .sm
+                    .for_key(&key)
+                    .insert(&key, b"old".as_slice())
+                    .unwrap();
+            }
         }
         let (meta, entries) = snapshot_of(&shared, 3 * CLEAR_BATCH + 17);
         let installed = load_snapshot(&shared, Checked::No).unwrap();
         assert_eq!(installed.last_log_id, meta.last_log_id);
-        let state = |sm: &fjall::Keyspace| -> BTreeMap<Vec<u8>, Vec<u8>> {
-            sm.prefix(sm_keys::STATE)
-                .map(|kv| {
-                    let (k, v) = kv.into_inner().unwrap();
+        // Every key but the state machine's own pointers, each read from the
+        // keyspace of its kind.
+        let state = |shared: &Shared| -> BTreeMap<Vec<u8>, Vec<u8>> {
+            let all = shared.sm.dump(&shared.db.snapshot()).map(|kv| kv.unwrap());
+            all.filter(|(k, _)| !k.starts_with(b"m/"))
+                .map(|(k, v)| {
+                    assert_eq!(shared.sm.for_key(&k).get(&k).unwrap().as_deref(), Some(&*v));
                     (k.to_vec(), v.to_vec())
                 })
                 .collect()
         };
         assert_eq!(
-            state(&shared.sm),
+            state(&shared),
             entries,
             "exactly the snapshot: nothing lost, nothing left over"
         );
@@ -733,7 +768,7 @@ mod tests {
         // And so it stays after a restart that recovers from the journal.
         drop((log, sm, reader, shared));
         let (_log, sm, _reader) = crate::open(dir.path(), Default::default()).unwrap();
-        assert_eq!(state(&sm.shared.sm), entries, "after reopening");
+        assert_eq!(state(&sm.shared), entries, "after reopening");
         assert!(sm.shared.raft.get(INSTALLING).unwrap().is_none());
     }
 
@@ -745,15 +780,15 @@ mod tests {
         let shared = sm.shared.clone();
         snapshot_of(&shared, 10);
         let before = shared.installs.load(Ordering::SeqCst);
-        assert!(reader.get("case/case-0000001-1").unwrap().is_none());
+        assert!(reader.get("case/case-0000003-1").unwrap().is_none());
         begin_install(&shared).unwrap();
         // Cleared and not yet loaded: an answer now would say the state is empty.
-        let refused = reader.get("case/case-0000001-1").unwrap_err();
+        let refused = reader.get("case/case-0000003-1").unwrap_err();
         assert!(refused.is_installing(), "{refused}");
         assert!(reader.scan("case/", None, 10).unwrap_err().is_installing());
         assert!(reader.events_from(1, 10).unwrap_err().is_installing());
         finish_install(&shared, Checked::No).unwrap();
-        assert!(reader.get("case/case-0000001-1").unwrap().is_some());
+        assert!(reader.get("case/case-0000003-1").unwrap().is_some());
         // A reader that saw `before` knows an install came between.
         assert_eq!(shared.installs.load(Ordering::SeqCst), before + 2);
     }

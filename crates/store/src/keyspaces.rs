@@ -1,0 +1,271 @@
+//! The state machine's keyspaces, and which key lives in which.
+//!
+//! Most of the state is in `sm`. Keys written in the order of revisions — the
+//! events Watch replays, the audit trail, the cases — have keyspaces of their own.
+//! There each table a memtable flushes holds keys above those of the tables before
+//! it, so fjall's compaction moves it down a level without rewriting it; in `sm`
+//! the same bytes overlapped every older table and were merged again at each
+//! level. `bench --apply`: fjall's own threads 17–18 → about 10 µs of CPU per
+//! write (docs/performance.md, "Keys in revision order, in keyspaces of their own").
+//!
+//! The split is invisible outside the store: a snapshot is one key-ordered dump of
+//! all the keyspaces, the same file as before the split, so snapshots of older
+//! versions install here and the other way round; a data directory of an older
+//! version has its keys moved over when it is opened ([`StateKeyspaces::move_over`]).
+
+use std::ops::Bound;
+
+use fjall::{Keyspace, KeyspaceCreateOptions};
+
+/// Keys under these prefixes live in the keyspace named beside them. The prefixes
+/// end in `/`, so no key matches two of them and none is a prefix of another
+/// kind's (`s/case/` is not `s/casedue/`).
+const ROUTES: [(&[u8], &str); 3] = [
+    (b"e/", "events"),
+    (b"s/audit/", "audit"),
+    (b"s/case/", "cases"),
+];
+
+/// Keys moved per batch when an older data directory is opened.
+const MOVE_BATCH: usize = 4096;
+
+pub(crate) struct StateKeyspaces {
+    /// Everything no route takes, and the state machine's own pointers (`m/`).
+    pub main: Keyspace,
+    /// The keyspaces of [`ROUTES`], in its order.
+    routed: [Keyspace; ROUTES.len()],
+}
+
+impl StateKeyspaces {
+    pub fn open(db: &fjall::Database, memtable_bytes: u64) -> fjall::Result<Self> {
+        let options = || KeyspaceCreateOptions::default().max_memtable_size(memtable_bytes);
+        let main = db.keyspace("sm", options)?;
+        // Half the memtable: flushed tables here are moved, not merged, so smaller
+        // ones cost little, and each keyspace holds a memtable of its own in memory.
+        let half = || {
+            KeyspaceCreateOptions::default().max_memtable_size((memtable_bytes / 2).max(1 << 20))
+        };
+        let [a, b, c] = ROUTES.map(|(_, name)| name);
+        Ok(StateKeyspaces {
+            main,
+            routed: [
+                db.keyspace(a, half)?,
+                db.keyspace(b, half)?,
+                db.keyspace(c, half)?,
+            ],
+        })
+    }
+
+    /// The keyspace that holds `key` (a full key of the state machine: `s/…`, `e/…`, `m/…`).
+    /// A scan of a prefix goes to the keyspace of that prefix: no scan spans two,
+    /// because the domain scans whole kinds (`case/`, `audit/`), never part of a name.
+    pub fn for_key(&self, key: &[u8]) -> &Keyspace {
+        match Self::index_of(key) {
+            0 => &self.main,
+            i => &self.routed[i - 1],
+        }
+    }
+
+    /// Where the keyspace of `key` is in [`Self::all`].
+    pub fn index_of(key: &[u8]) -> usize {
+        ROUTES
+            .iter()
+            .position(|(prefix, _)| key.starts_with(prefix))
+            .map_or(0, |i| i + 1)
+    }
+
+    pub fn events(&self) -> &Keyspace {
+        &self.routed[0]
+    }
+
+    /// Every keyspace of the state machine: `main` first, then those of [`ROUTES`].
+    pub fn all(&self) -> impl Iterator<Item = &Keyspace> {
+        std::iter::once(&self.main).chain(self.routed.iter())
+    }
+
+    /// Every key and value of the state machine as of `snapshot`, in key order:
+    /// the keyspaces' ordered streams merged.
+    pub fn dump(
+        &self,
+        snapshot: &fjall::Snapshot,
+    ) -> impl Iterator<Item = std::io::Result<(fjall::Slice, fjall::Slice)>> + Send + 'static {
+        let streams = self.all().map(|ks| {
+            fjall::Readable::iter(snapshot, ks).map(|kv| kv.into_inner().map_err(crate::io_err))
+        });
+        merge(streams.collect())
+    }
+
+    /// Moves keys a version before the split kept in `main` into their keyspaces,
+    /// in batches that each move atomically (an interrupted move resumes on the next
+    /// open). Returns how many were moved.
+    pub fn move_over(&self, db: &fjall::Database) -> fjall::Result<u64> {
+        let mut moved = 0;
+        for (i, (prefix, _)) in ROUTES.iter().enumerate() {
+            let (_, end) = fjall::util::prefix_to_range(prefix);
+            loop {
+                let range = (Bound::Included(fjall::Slice::from(*prefix)), end.clone());
+                let mut batch = db.batch();
+                let mut n = 0;
+                for kv in self.main.range::<fjall::Slice, _>(range).take(MOVE_BATCH) {
+                    let (k, v) = kv.into_inner()?;
+                    batch.insert(&self.routed[i], k.clone(), v);
+                    batch.remove(&self.main, k);
+                    n += 1;
+                }
+                if n == 0 {
+                    break;
+                }
+                batch.commit()?;
+                moved += n;
+            }
+        }
+        if moved > 0 {
+            db.persist(fjall::PersistMode::SyncAll)?;
+        }
+        Ok(moved)
+    }
+}
+
+/// Merges streams that are each in key order into one in key order. An error
+/// comes out as soon as a stream meets it (the consumer stops there).
+pub(crate) fn merge<K: Ord, V, I>(streams: Vec<I>) -> impl Iterator<Item = std::io::Result<(K, V)>>
+where
+    I: Iterator<Item = std::io::Result<(K, V)>>,
+{
+    let mut heads: Vec<(Option<std::io::Result<(K, V)>>, I)> =
+        streams.into_iter().map(|mut s| (s.next(), s)).collect();
+    std::iter::from_fn(move || {
+        let mut pick: Option<usize> = None;
+        for (i, (head, _)) in heads.iter().enumerate() {
+            match head {
+                None => {}
+                Some(Err(_)) => {
+                    pick = Some(i);
+                    break;
+                }
+                Some(Ok((k, _))) => {
+                    let lower = match pick.map(|p| &heads[p].0) {
+                        Some(Some(Ok((least, _)))) => k < least,
+                        _ => true,
+                    };
+                    if lower {
+                        pick = Some(i);
+                    }
+                }
+            }
+        }
+        let (head, stream) = &mut heads[pick?];
+        let next = stream.next();
+        std::mem::replace(head, next)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(keys: &[&str]) -> std::vec::IntoIter<std::io::Result<(String, ())>> {
+        keys.iter()
+            .map(|k| Ok((k.to_string(), ())))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn merged_streams_come_out_in_key_order_and_stop_at_an_error() {
+        let merged: Vec<String> = merge(vec![
+            ok(&["e/1", "e/2"]),
+            ok(&["m/a", "s/dept/X", "s/zz"]),
+            ok(&[]),
+            ok(&["s/audit/1", "s/audit/2"]),
+        ])
+        .map(|kv| kv.map(|(k, _)| k))
+        .collect::<std::io::Result<_>>()
+        .unwrap();
+        assert_eq!(
+            merged,
+            [
+                "e/1",
+                "e/2",
+                "m/a",
+                "s/audit/1",
+                "s/audit/2",
+                "s/dept/X",
+                "s/zz"
+            ]
+        );
+
+        let failing = vec![
+            Ok(("a".to_string(), ())),
+            Err(std::io::Error::other("disk")),
+        ]
+        .into_iter();
+        let out: Vec<_> = merge(vec![ok(&["b", "c"]), failing]).collect();
+        assert_eq!(out[0].as_ref().unwrap().0, "a");
+        assert!(out[1].is_err(), "the error comes before the keys after it");
+    }
+
+    #[test]
+    fn each_kind_of_key_has_one_keyspace_and_older_directories_are_moved_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = fjall::Database::builder(dir.path()).open().unwrap();
+        let ks = StateKeyspaces::open(&db, 4 << 20).unwrap();
+        let name = |k: &[u8]| {
+            let target = ks.for_key(k);
+            if std::ptr::eq(target, &ks.main) {
+                "sm"
+            } else {
+                ROUTES[ks
+                    .routed
+                    .iter()
+                    .position(|r| std::ptr::eq(r, target))
+                    .unwrap()]
+                .1
+            }
+        };
+        assert_eq!(name(b"e/\0\0\0\0\0\0\0\x07"), "events");
+        assert_eq!(name(b"s/audit/00000000000000000007"), "audit");
+        assert_eq!(name(b"s/case/case-7-1"), "cases");
+        assert_eq!(name(b"s/casedue/0001/case-7-1"), "sm");
+        assert_eq!(name(b"s/caseaw/TRANS/case-7-1"), "sm");
+        assert_eq!(name(b"s/dept/SAMR"), "sm");
+        assert_eq!(name(b"m/last_applied"), "sm");
+
+        // A directory of a version before the split: everything in `sm`.
+        let keys: Vec<&[u8]> = vec![
+            b"e/1",
+            b"e/2",
+            b"m/last_applied",
+            b"s/audit/1",
+            b"s/case/case-1-1",
+            b"s/casedue/1",
+            b"s/dept/SAMR",
+        ];
+        for (i, k) in keys.iter().enumerate() {
+            ks.main.insert(*k, format!("v{i}")).unwrap();
+        }
+        assert_eq!(ks.move_over(&db).unwrap(), 4);
+        assert_eq!(ks.move_over(&db).unwrap(), 0, "nothing left to move");
+        for (i, k) in keys.iter().enumerate() {
+            let target = ks.for_key(k);
+            assert_eq!(
+                target.get(k).unwrap().as_deref(),
+                Some(format!("v{i}").as_bytes()),
+                "{}",
+                String::from_utf8_lossy(k)
+            );
+            for other in ks.all().filter(|o| !std::ptr::eq(*o, target)) {
+                assert!(other.get(k).unwrap().is_none(), "one copy only");
+            }
+        }
+        let dumped: Vec<Vec<u8>> = ks
+            .dump(&db.snapshot())
+            .map(|kv| kv.unwrap().0.to_vec())
+            .collect();
+        assert_eq!(
+            dumped,
+            keys.iter().map(|k| k.to_vec()).collect::<Vec<_>>(),
+            "one dump, in key order"
+        );
+    }
+}
