@@ -343,20 +343,21 @@ async fn admin_writes_need_an_admin_certificate_and_run_on_the_leader() {
     c.shutdown().await;
 }
 
-/// A stopped node's state keyspace (fjall), once the node has let go of it.
-fn open_state(data_dir: &Path) -> Option<(fjall::Database, fjall::Keyspace)> {
+/// A stopped node's audit trail (fjall), once the node has let go of it: audit
+/// records have a keyspace of their own (`concord_store`'s `keyspaces`).
+fn open_audit(data_dir: &Path) -> Option<(fjall::Database, fjall::Keyspace)> {
     let db = fjall::Database::builder(data_dir.join("fjall"))
         .open()
         .ok()?;
-    let sm = db
-        .keyspace("sm", fjall::KeyspaceCreateOptions::default)
+    let audit = db
+        .keyspace("audit", fjall::KeyspaceCreateOptions::default)
         .ok()?;
-    Some((db, sm))
+    Some((db, audit))
 }
 
 /// Rewrites the audit record of `revision` in a stopped node's files.
 fn tamper_audit_record(data_dir: &Path, revision: u64) {
-    let (db, sm) = open_state(data_dir).expect("open the state");
+    let (db, sm) = open_audit(data_dir).expect("open the audit trail");
     let key = format!("s/audit/{revision:020}");
     let bytes = sm.get(&key).unwrap().expect("audit record");
     let mut record: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
@@ -430,7 +431,7 @@ async fn every_replica_holds_the_same_audit_head_and_a_rewrite_is_detected() {
     let revision = must_eventually(Duration::from_secs(10), "the store released", || {
         let data_dir = data_dir.clone();
         async move {
-            let (_db, sm) = open_state(&data_dir)?;
+            let (_db, sm) = open_audit(&data_dir)?;
             let third = sm.prefix("s/audit/").nth(2)?.key().ok()?;
             Some(String::from_utf8_lossy(&third)[8..].parse::<u64>().unwrap())
         }
