@@ -126,14 +126,16 @@ impl StateKeyspaces {
     }
 }
 
+/// The next item of a stream, read ahead.
+type Head<K, V> = Option<std::io::Result<(K, V)>>;
+
 /// Merges streams that are each in key order into one in key order. An error
 /// comes out as soon as a stream meets it (the consumer stops there).
 pub(crate) fn merge<K: Ord, V, I>(streams: Vec<I>) -> impl Iterator<Item = std::io::Result<(K, V)>>
 where
     I: Iterator<Item = std::io::Result<(K, V)>>,
 {
-    let mut heads: Vec<(Option<std::io::Result<(K, V)>>, I)> =
-        streams.into_iter().map(|mut s| (s.next(), s)).collect();
+    let mut heads: Vec<(Head<K, V>, I)> = streams.into_iter().map(|mut s| (s.next(), s)).collect();
     std::iter::from_fn(move || {
         let mut pick: Option<usize> = None;
         for (i, (head, _)) in heads.iter().enumerate() {

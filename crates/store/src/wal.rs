@@ -11,6 +11,12 @@
 //! index and entry. A new segment starts past 64 MiB; purging deletes whole
 //! segments. Recovery reads the segments in order and cuts a torn record off the
 //! end of the last one (a crash mid-append: that entry was never acknowledged).
+//!
+//! A segment is allocated whole when it is created and written into, as etcd's WAL
+//! does: an `fdatasync` that must also record a grown file size costs a filesystem
+//! journal commit (0.15 ms against 0.10 ms per sync on the CI machine's disk). Past
+//! its records a segment holds zeros, which recovery reads as its end; a segment
+//! that is finished is cut back to its records.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -83,6 +89,16 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
 
 fn segment_path(dir: &Path, first: u64) -> PathBuf {
     dir.join(format!("seg-{first:020}.log"))
+}
+
+/// Reserves a whole segment for `file`. Where the filesystem cannot, the file
+/// grows with its appends instead.
+fn preallocate(file: &File, path: &Path) {
+    if let Err(e) =
+        rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, SEGMENT_BYTES)
+    {
+        tracing::debug!(path = %path.display(), error = %e, "raft log segment not preallocated");
+    }
 }
 
 fn sync_dir(dir: &Path) -> Result<(), WalError> {
@@ -171,7 +187,9 @@ impl Wal {
             let bytes = std::fs::read(&path).map_err(io(&path))?;
             let (records, valid) = scan_records(&bytes);
             let last_segment = n + 1 == count;
-            if valid < bytes.len() as u64 {
+            // Zeros past the records: the unwritten rest of a preallocated segment.
+            let clean_end = bytes[valid as usize..].iter().all(|b| *b == 0);
+            if !clean_end {
                 if !last_segment || good_record_after(&bytes, valid as usize) {
                     return Err(WalError::Corrupt {
                         path,
@@ -185,7 +203,7 @@ impl Wal {
                 .write(true)
                 .open(&path)
                 .map_err(io(&path))?;
-            if valid < bytes.len() as u64 {
+            if !clean_end {
                 file.set_len(valid).map_err(io(&path))?;
                 file.sync_all().map_err(io(&path))?;
             }
@@ -337,7 +355,9 @@ impl Inner {
 
     fn start_segment(&mut self, first: u64) -> Result<(), WalError> {
         if let Some(old) = self.segments.last() {
-            // The sync thread moves to the new file: make the old one durable first.
+            // The sync thread moves to the new file: make the old one durable first,
+            // cut back to its records.
+            old.file.set_len(old.len).map_err(io(&old.path))?;
             old.file.sync_data().map_err(io(&old.path))?;
         }
         let path = segment_path(&self.dir, first);
@@ -348,6 +368,7 @@ impl Inner {
             .truncate(true)
             .open(&path)
             .map_err(io(&path))?;
+        preallocate(&file, &path);
         sync_dir(&self.dir)?;
         *self.active.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(file.try_clone().map_err(io(&path))?);
@@ -583,13 +604,14 @@ mod tests {
         append(&wal, 1..11);
         drop(wal);
         let seg = segment_path(dir.path(), 1);
-        let len = std::fs::metadata(&seg).unwrap().len();
-        // A crash in the middle of writing entry 10.
+        let end = scan_records(&std::fs::read(&seg).unwrap()).1;
+        // A crash in the middle of writing entry 10: its last bytes never reached
+        // the disk, where the preallocated segment holds zeros.
         OpenOptions::new()
             .write(true)
             .open(&seg)
             .unwrap()
-            .set_len(len - 5)
+            .write_all_at(&[0u8; 5], end - 5)
             .unwrap();
         let wal = Wal::open(dir.path(), None).unwrap();
         assert_eq!(wal.last().unwrap().index, 9);
@@ -597,6 +619,26 @@ mod tests {
         drop(wal);
         let wal = Wal::open(dir.path(), None).unwrap();
         assert_eq!(ids(&wal.read(0, 100).unwrap()), (1..13).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_segment_is_allocated_whole_and_reopens_at_its_last_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), None).unwrap();
+        append(&wal, 1..11);
+        drop(wal);
+        let seg = segment_path(dir.path(), 1);
+        let len = || std::fs::metadata(&seg).unwrap().len();
+        assert_eq!(len(), SEGMENT_BYTES, "allocated when created");
+        // The zeros after the records are the segment's unwritten rest, not a torn
+        // record: nothing is cut, and appends continue where the records end.
+        let wal = Wal::open(dir.path(), None).unwrap();
+        assert_eq!(wal.last().unwrap().index, 10);
+        assert_eq!(len(), SEGMENT_BYTES, "kept whole on reopening");
+        append(&wal, 11..21);
+        drop(wal);
+        let wal = Wal::open(dir.path(), None).unwrap();
+        assert_eq!(ids(&wal.read(0, 100).unwrap()), (1..21).collect::<Vec<_>>());
     }
 
     #[test]
@@ -628,13 +670,19 @@ mod tests {
                 .unwrap()
                 .len()
         };
+        let records_len =
+            |first: u64| scan_records(&std::fs::read(segment_path(dir.path(), first)).unwrap()).1;
+        // Finished segments are cut back to their records; the active one is whole.
+        assert_eq!(file_len(1), records_len(1));
+        assert_eq!(file_len(100), records_len(100));
+        assert_eq!(file_len(200), SEGMENT_BYTES);
         // What a snapshot at an index would leave to replay: every byte after it.
         assert_eq!(
             wal.bytes_after(0),
-            file_len(1) + file_len(100) + file_len(200)
+            records_len(1) + records_len(100) + records_len(200)
         );
-        assert_eq!(wal.bytes_after(99), file_len(100) + file_len(200));
-        assert_eq!(wal.bytes_after(199), file_len(200));
+        assert_eq!(wal.bytes_after(99), records_len(100) + records_len(200));
+        assert_eq!(wal.bytes_after(199), records_len(200));
         assert!(wal.bytes_after(150) < wal.bytes_after(149));
         assert_eq!(wal.bytes_after(299), 0);
         assert_eq!(wal.bytes_after(u64::MAX), 0);
