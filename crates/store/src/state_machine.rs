@@ -24,9 +24,10 @@ use crate::{sm_keys, NodeId, NodeInfo, Shared, StorageError, TypeConfig};
 type Entry = openraft::Entry<TypeConfig>;
 
 /// Marks an install in progress. It lives in the `raft` keyspace, not in `sm`: the
-/// install clears the state keyspaces, and a mark inside it was cleared with everything else, so a
-/// crash in the middle left an empty state machine and no sign of why (found by the
-/// fault campaign; see `a_crash_during_a_snapshot_install_is_finished_on_restart`).
+/// install clears the state keyspaces, and a mark inside them was cleared with
+/// everything else, so a crash in the middle left an empty state machine and no
+/// sign of why (found by the fault campaign; see
+/// `a_crash_during_a_snapshot_install_is_finished_on_restart`).
 const INSTALLING: &[u8] = b"sm_installing";
 /// Where older versions kept the mark.
 const LEGACY_INSTALLING: &[u8] = b"m/installing";
