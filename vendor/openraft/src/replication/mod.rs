@@ -74,6 +74,13 @@ where C: RaftTypeConfig
     pub(crate) tx_repl: mpsc::UnboundedSender<Replicate<C>>,
 }
 
+/// Concord patch: how long a leader holds a new commit index for a follower it has
+/// nothing else to send, waiting for entries the index can ride with. A client
+/// that writes in a loop sends its next write well within it, so followers learn
+/// commits without an AppendEntries of their own; an idle follower learns one this
+/// much later.
+const COMMIT_DELAY: Duration = Duration::from_millis(1);
+
 /// A task responsible for sending replication events to a target follower in the Raft cluster.
 ///
 /// NOTE: we do not stack replication requests to targets because this could result in
@@ -142,6 +149,10 @@ where
     /// Next replication action to run.
     next_action: Option<Data<C>>,
 
+    /// `committed` advanced since the last AppendEntries sent to the target
+    /// (Concord patch: see `COMMIT_DELAY`).
+    commit_unsent: bool,
+
     /// Appropriate number of entries to send.
     /// This is only used by AppendEntries RPC.
     entries_hint: ReplicationHint,
@@ -197,6 +208,7 @@ where
             rx_event,
             weak_tx_event: tx_event.downgrade(),
             next_action: None,
+            commit_unsent: false,
             entries_hint: Default::default(),
         };
 
@@ -214,6 +226,17 @@ where
             let action = self.next_action.take();
 
             let Some(d) = action else {
+                if self.commit_unsent {
+                    // Concord patch: the new commit index waits up to COMMIT_DELAY
+                    // for entries to ride with, and goes alone only if none come.
+                    if self.backoff.is_none() {
+                        self.wait_for_action_until(C::now() + COMMIT_DELAY).await?;
+                    }
+                    if self.next_action.is_none() {
+                        self.next_action = Some(Data::new_heartbeat());
+                    }
+                    continue;
+                }
                 self.drain_events_with_backoff().await?;
                 continue;
             };
@@ -437,6 +460,7 @@ where
         let leader_time = C::now();
 
         // Build the heartbeat frame to be sent to the follower.
+        self.commit_unsent = false;
         let payload = AppendEntriesRequest {
             vote: self.session_id.vote_ref().clone(),
             prev_log_id: sending_range.prev.clone(),
@@ -620,6 +644,27 @@ where
         }
     }
 
+    /// Concord patch: receives and processes events from RaftCore until
+    /// `next_action` is filled or `until` has come.
+    async fn wait_for_action_until(&mut self, until: InstantOf<C>) -> Result<(), ReplicationClosed> {
+        while self.next_action.is_none() {
+            let now = C::now();
+            if now >= until {
+                return Ok(());
+            }
+            let sleep = C::sleep(until - now);
+            let recv = self.rx_event.recv();
+            select! {
+                _ = sleep => return Ok(()),
+                recv_res = recv => {
+                    let event = recv_res.ok_or(ReplicationClosed::new("RaftCore closed replication"))?;
+                    self.process_event(event);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Receive and process events from RaftCore, until `next_action` is filled.
     ///
     /// It blocks until at least one event is received.
@@ -679,10 +724,11 @@ where
 
                 self.committed = c;
 
-                // If there is no action, fill in an heartbeat action to send committed index.
-                if self.next_action.is_none() {
-                    self.next_action = Some(Data::new_heartbeat());
-                }
+                // Concord patch: upstream fills in a heartbeat here when there is no
+                // action, so every commit cost each follower one more AppendEntries;
+                // the main loop now sends one only if no entries come within
+                // COMMIT_DELAY to carry the commit index.
+                self.commit_unsent = true;
             }
             Replicate::Heartbeat => {
                 // Never overwrite action with payload.
