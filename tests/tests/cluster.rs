@@ -30,6 +30,38 @@ async fn create(
     Ok((r.item.expect("item").id, r.header.expect("header").revision))
 }
 
+/// The leader holds a new commit index at most a millisecond for entries to carry it
+/// (the openraft patch in vendor/openraft/PATCHED.md); when none come it still
+/// sends the index alone, so an idle follower applies a write at once, not at the
+/// next heartbeat. Heartbeats here are 5 s apart: a follower that waited for one
+/// would miss the 1.5 s bound for a write two times in three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_follower_applies_each_write_without_waiting_for_a_heartbeat() {
+    let tuning = RaftTuning {
+        heartbeat_ms: 5_000,
+        election_timeout_min_ms: 11_000,
+        election_timeout_max_ms: 12_000,
+        ..test_tuning()
+    };
+    let c = Cluster::start_with(3, tuning, Housekeeping::default()).await;
+    let leader = c.must_leader().await;
+    let follower = c.followers(leader)[0];
+    for i in 0..4 {
+        let (_, revision) = create(&c, leader, &format!("idle-{i}"), &format!("闲置 {i}"))
+            .await
+            .expect("write at the leader");
+        must_eventually(
+            Duration::from_millis(1_500),
+            &format!("follower {follower} applies revision {revision} with no write after it"),
+            || async {
+                let s = c.status(follower).await.ok()?;
+                (s.applied_index >= revision).then_some(())
+            },
+        )
+        .await;
+    }
+}
+
 async fn count_items(c: &Cluster, node: u64, consistency: Consistency) -> usize {
     let mut n = 0;
     let mut token = String::new();
