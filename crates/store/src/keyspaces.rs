@@ -50,7 +50,7 @@ impl StateKeyspaces {
         // fault: flushing plain tables was 12 % of a loaded cluster's CPU, LZ4 costs
         // 1 %. fjall stores a keyspace's policy when it creates it, so a data
         // directory of an earlier version keeps the old one.
-        let lz4 = || CompressionPolicy::all(fjall::CompressionType::Lz4);
+        //
         // Twelve flushed tables gathered before they are merged into the first
         // level, not fjall's four. `sm`'s keys (request ids, deadlines) and the
         // events' pruning tombstones span their whole key range, so each merge
@@ -58,22 +58,20 @@ impl StateKeyspaces {
         // a node's CPU per write (`bench --apply`, 200,000 writes). fjall slows
         // writes at 20 tables and halts them at 30, which leaves room for a slow
         // merge. Stored, like the compression, when a keyspace is created.
-        let leveled = || Arc::new(Leveled::default().with_l0_threshold(L0_TABLES));
-        let options = || {
-            KeyspaceCreateOptions::default()
-                .max_memtable_size(memtable_bytes)
-                .data_block_compression_policy(lz4())
-                .compaction_strategy(leveled())
+        let options = |memtable: u64| {
+            move || {
+                KeyspaceCreateOptions::default()
+                    .max_memtable_size(memtable)
+                    .data_block_compression_policy(CompressionPolicy::all(
+                        fjall::CompressionType::Lz4,
+                    ))
+                    .compaction_strategy(Arc::new(Leveled::default().with_l0_threshold(L0_TABLES)))
+            }
         };
-        let main = db.keyspace("sm", options)?;
+        let main = db.keyspace("sm", options(memtable_bytes))?;
         // Half the memtable: flushed tables here are moved, not merged, so smaller
         // ones cost little, and each keyspace holds a memtable of its own in memory.
-        let half = || {
-            KeyspaceCreateOptions::default()
-                .max_memtable_size((memtable_bytes / 2).max(1 << 20))
-                .data_block_compression_policy(lz4())
-                .compaction_strategy(leveled())
-        };
+        let half = options((memtable_bytes / 2).max(1 << 20));
         let [a, b, c] = ROUTES.map(|(_, name)| name);
         Ok(StateKeyspaces {
             main,
