@@ -58,6 +58,15 @@ impl StateKeyspaces {
         // a node's CPU per write (`bench --apply`, 200,000 writes). fjall slows
         // writes at 20 tables and halts them at 30, which leaves room for a slow
         // merge. Stored, like the compression, when a keyspace is created.
+        //
+        // Every table's block index in partitions, read through the block cache,
+        // with only their small top level kept in memory. fjall partitions only
+        // from the fourth level and keeps a first- or second-level table's whole
+        // index in memory for the table's life — moved down a level, it keeps it.
+        // In the keyspaces written in revision order tables are moved, not
+        // rewritten, so the held indexes grew with the state: 22 MB of a node's
+        // 107 MB of heap at 1 M records (heaptrack; docs/performance.md, "Memory
+        // at 1 M records"). Also stored at creation.
         let options = |memtable: u64| {
             move || {
                 KeyspaceCreateOptions::default()
@@ -65,6 +74,7 @@ impl StateKeyspaces {
                     .data_block_compression_policy(CompressionPolicy::all(
                         fjall::CompressionType::Lz4,
                     ))
+                    .index_block_partitioning_policy(fjall::config::PartitioningPolicy::all(true))
                     .compaction_strategy(Arc::new(Leveled::default().with_l0_threshold(L0_TABLES)))
             }
         };
@@ -274,6 +284,32 @@ mod tests {
                 "keyspace {n}: {on_disk} bytes on disk for {raw} bytes written"
             );
         }
+    }
+
+    /// What a keyspace keeps in memory of its tables' indexes does not grow with
+    /// the tables: in a keyspace written in revision order flushed tables are
+    /// moved down, not rewritten, and each used to keep its whole index.
+    #[test]
+    fn tables_keep_only_the_top_of_their_index_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = fjall::Database::builder(dir.path()).open().unwrap();
+        let ks = StateKeyspaces::open(&db, 2 << 20).unwrap();
+        let cases = ks.for_key(b"s/case/");
+        let mut written = 0;
+        for i in 0..60_000u32 {
+            let (k, v) = (format!("s/case/{i:010}"), format!("{i:0800}"));
+            written += k.len() + v.len();
+            cases.insert(k, v).unwrap();
+        }
+        cases.rotate_memtable_and_wait().unwrap();
+        let pinned = fjall::AbstractTree::pinned_block_index_size(&cases.tree);
+        assert!(cases.table_count() > 10, "{} tables", cases.table_count());
+        // About 12,000 data blocks: whole indexes would be 300-400 KB.
+        assert!(
+            pinned < 16 << 10,
+            "{pinned} bytes of index held in memory for {written} bytes in {} tables",
+            cases.table_count()
+        );
     }
 
     /// A snapshot build reads the state as of its start for as long as it takes,
