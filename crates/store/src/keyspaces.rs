@@ -79,9 +79,10 @@ impl StateKeyspaces {
             }
         };
         let main = db.keyspace("sm", options(memtable_bytes))?;
-        // Half the memtable: flushed tables here are moved, not merged, so smaller
-        // ones cost little, and each keyspace holds a memtable of its own in memory.
-        let half = options((memtable_bytes / 2).max(1 << 20));
+        // A quarter of the memtable: flushed tables here are moved, not merged, so
+        // smaller ones cost little, and each keyspace holds a memtable of its own
+        // in memory (docs/performance.md, "Memory at 1 M records").
+        let half = options((memtable_bytes / 4).max(1 << 20));
         let [a, b, c] = ROUTES.map(|(_, name)| name);
         Ok(StateKeyspaces {
             main,
