@@ -29,8 +29,8 @@ extern "C" {
 const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
 
 /// Freed memory goes back to the system after 100 ms, not mimalloc 3's 1 s: a
-/// loaded node frees tens of MB a second (memtables flushed, apply batches), and
-/// a second of it was about 10 MB of a node's RSS at 1 M records
+/// loaded node frees memtables and apply batches continuously, and the longer
+/// delay was about 10 MB of a node's RSS at 1 M records
 /// (docs/performance.md, "Memory at 1 M records"). `MIMALLOC_PURGE_DELAY` set in
 /// the environment wins.
 fn tune_allocator() {
