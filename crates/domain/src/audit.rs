@@ -67,13 +67,12 @@ impl AuditRecord {
     pub fn compute_hash(&self) -> String {
         let mut unsigned = self.clone();
         unsigned.hash = String::new();
-        // Struct fields serialise in declaration order: a canonical encoding.
-        let canonical = serde_json::to_vec(&unsigned).unwrap_or_default();
         let mut h = Sha256::new();
         h.update(self.prev_hash.as_bytes());
         h.update([0u8]);
-        h.update(&canonical);
-        hex::encode(h.finalize())
+        // Struct fields serialise in declaration order: a canonical encoding.
+        crate::digest::update_json(&mut h, &unsigned);
+        crate::digest::hex(h)
     }
 
     /// Links this record after `head` and seals it.

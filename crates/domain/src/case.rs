@@ -91,10 +91,13 @@ pub struct CaseDocument {
 }
 
 /// Validates a transfer's documents: each well formed, the required kinds present.
-pub fn validate_documents(field: &str, documents: &[CaseDocument]) -> Result<(), DomainError> {
+pub fn validate_documents(
+    field: &(impl std::fmt::Display + ?Sized),
+    documents: &[CaseDocument],
+) -> Result<(), DomainError> {
     if documents.len() > MAX_DOCUMENTS {
         return Err(DomainError::invalid(
-            field,
+            field.to_string(),
             format!("at most {MAX_DOCUMENTS}"),
         ));
     }
@@ -105,7 +108,7 @@ pub fn validate_documents(field: &str, documents: &[CaseDocument]) -> Result<(),
     for required in REQUIRED_TRANSFER_DOCUMENTS {
         if !documents.iter().any(|d| d.kind == required) {
             return Err(DomainError::invalid(
-                field,
+                field.to_string(),
                 format!(
                     "{} is missing (a transfer to a judicial organ carries a transfer_letter, an investigation_report and an item_list)",
                     serde_json::to_value(required)
@@ -202,13 +205,16 @@ pub struct CaseSpec {
     pub assistance: Option<AssistanceKind>,
 }
 
-pub fn validate_evidence(field: &str, evidence: &[String]) -> Result<(), DomainError> {
+pub fn validate_evidence(
+    field: &(impl std::fmt::Display + ?Sized),
+    evidence: &[String],
+) -> Result<(), DomainError> {
     validate::sha256_list(field, evidence, MAX_EVIDENCE)
 }
 
 impl CaseSpec {
     pub fn validate(&self, prefix: &str) -> Result<(), DomainError> {
-        let f = |n: &str| format!("{prefix}.{n}");
+        let f = |n: &'static str| validate::Path(prefix, n);
         validate::optional_text(&f("source_ref"), &self.source_ref, MAX_SHORT_CHARS)?;
         if let Some(u) = &self.uscc {
             crate::uscc::validate(&f("uscc"), u)?;
@@ -265,10 +271,10 @@ impl CaseSpec {
             ));
         }
         for (i, u) in self.entities.iter().enumerate() {
-            crate::uscc::validate(&f(&format!("entities[{i}]")), u)?;
+            crate::uscc::validate(&validate::Indexed(&f("entities"), i), u)?;
             if self.entities[..i].contains(u) || self.uscc.as_ref() == Some(u) {
                 return Err(DomainError::invalid(
-                    f(&format!("entities[{i}]")),
+                    format!("{prefix}.entities[{i}]"),
                     format!("{u} is listed twice"),
                 ));
             }
@@ -280,10 +286,10 @@ impl CaseSpec {
             ));
         }
         for (i, d) in self.to.iter().enumerate() {
-            validate::department_code(&f(&format!("to[{i}]")), d)?;
+            validate::department_code(&validate::Indexed(&f("to"), i), d)?;
             if self.to[..i].contains(d) {
                 return Err(DomainError::invalid(
-                    f(&format!("to[{i}]")),
+                    format!("{prefix}.to[{i}]"),
                     format!("{d} is listed twice"),
                 ));
             }
@@ -647,4 +653,59 @@ pub struct CaseNotice {
     pub due_ms: i64,
     pub revision: u64,
     pub at_ms: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> CaseSpec {
+        CaseSpec {
+            kind: CaseKind::RiskWarning,
+            source: CaseSource::Hotline12345,
+            source_ref: "12345-1".into(),
+            uscc: Some("91310110666007217T".into()),
+            title: "无证经营".into(),
+            description: "线索".into(),
+            evidence: vec!["a".repeat(64)],
+            to: vec!["SAMR".into()],
+            priority: Priority::Normal,
+            level: Some(WarningLevel::Red),
+            entities: vec!["91110000600037341L".into()],
+            documents: vec![],
+            assistance: None,
+        }
+    }
+
+    fn field_of(s: &CaseSpec) -> String {
+        match s.validate("spec") {
+            Err(DomainError::InvalidArgument { field, .. }) => field,
+            other => panic!("expected an invalid argument, got {other:?}"),
+        }
+    }
+
+    /// Field paths are built only when a check fails; they must still name the
+    /// element, as integration engineers read them.
+    #[test]
+    fn a_refused_spec_names_the_element_that_failed() {
+        spec().validate("spec").unwrap();
+        let mut s = spec();
+        s.evidence.push("not-a-digest".into());
+        assert_eq!(field_of(&s), "spec.evidence[1]");
+        let mut s = spec();
+        s.entities.push("91310110666007217X".into());
+        assert_eq!(field_of(&s), "spec.entities[1]");
+        let mut s = spec();
+        s.entities.push("91110000600037341L".into());
+        assert_eq!(field_of(&s), "spec.entities[1]");
+        let mut s = spec();
+        s.to.push("samr".into());
+        assert_eq!(field_of(&s), "spec.to[1]");
+        let mut s = spec();
+        s.uscc = Some("9131011066600721７T".into());
+        assert_eq!(field_of(&s), "spec.uscc");
+        let mut s = spec();
+        s.title = " ".into();
+        assert_eq!(field_of(&s), "spec.title");
+    }
 }

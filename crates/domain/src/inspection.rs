@@ -276,7 +276,7 @@ fn hex_sha(parts: &[&[u8]]) -> String {
         h.update((p.len() as u64).to_be_bytes());
         h.update(p);
     }
-    hex::encode(h.finalize())
+    crate::digest::hex(h)
 }
 
 pub fn seed(plan_id: &str, revision: u64, timestamp_ms: i64, chain_hash: &str) -> String {

@@ -27,6 +27,7 @@ pub mod case;
 pub mod command;
 pub mod credit;
 pub mod department;
+pub mod digest;
 pub mod entity;
 pub mod error;
 pub mod event;

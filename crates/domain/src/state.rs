@@ -245,7 +245,11 @@ pub fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, Storage
 
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Serialising plain data structs to JSON cannot fail (no maps with non-string keys).
-    serde_json::to_vec(value).unwrap_or_default()
+    // Most records are a few hundred bytes to a kilobyte: start there rather than
+    // at serde_json's 128 bytes and reallocate on the way.
+    let mut out = Vec::with_capacity(512);
+    let _ = serde_json::to_writer(&mut out, value);
+    out
 }
 
 /// Every entry under `prefix`, in key order, read in pages.

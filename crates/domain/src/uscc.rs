@@ -26,40 +26,32 @@ pub fn check_character(first17: &str) -> Option<char> {
 
 /// Checks `code`, naming the rule that fails: length, character, area code or check
 /// character.
-pub fn validate(field: &str, code: &str) -> Result<(), DomainError> {
-    let chars: Vec<char> = code.chars().collect();
-    if chars.len() != 18 {
-        return Err(DomainError::invalid(
-            field,
-            format!(
-                "a unified social credit code has 18 characters, not {} (length)",
-                chars.len()
-            ),
+pub fn validate(field: &(impl std::fmt::Display + ?Sized), code: &str) -> Result<(), DomainError> {
+    let invalid = |reason: String| Err(DomainError::invalid(field.to_string(), reason));
+    let length = code.chars().count();
+    if length != 18 {
+        return invalid(format!(
+            "a unified social credit code has 18 characters, not {length} (length)"
         ));
     }
-    if let Some((i, c)) = chars.iter().enumerate().find(|(_, c)| value(**c).is_none()) {
-        return Err(DomainError::invalid(
-            field,
-            format!(
-                "character {} ({c:?}) is not one of {ALPHABET} (character)",
-                i + 1
-            ),
+    if let Some((i, c)) = code.chars().enumerate().find(|(_, c)| value(*c).is_none()) {
+        return invalid(format!(
+            "character {} ({c:?}) is not one of {ALPHABET} (character)",
+            i + 1
         ));
     }
-    if !chars[2..8].iter().all(|c| c.is_ascii_digit()) {
-        return Err(DomainError::invalid(
-            field,
-            "positions 3-8 must be digits: the administrative area code (area code)",
-        ));
+    // Every character is in the (ASCII) alphabet now, so bytes are characters.
+    let bytes = code.as_bytes();
+    if !bytes[2..8].iter().all(u8::is_ascii_digit) {
+        return invalid(
+            "positions 3-8 must be digits: the administrative area code (area code)".into(),
+        );
     }
     let expected = check_character(&code[..17]).unwrap_or('?');
-    if chars[17] != expected {
-        return Err(DomainError::invalid(
-            field,
-            format!(
-                "the check character is {:?} but the first 17 characters give {expected:?} (check character)",
-                chars[17]
-            ),
+    let last = char::from(bytes[17]);
+    if last != expected {
+        return invalid(format!(
+            "the check character is {last:?} but the first 17 characters give {expected:?} (check character)"
         ));
     }
     Ok(())

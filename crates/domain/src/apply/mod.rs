@@ -49,8 +49,9 @@ struct DedupRecord {
 }
 
 fn command_digest(command: &Command) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(crate::state::encode(command)))
+    let mut hash = sha2::Sha256::default();
+    crate::digest::update_json(&mut hash, command);
+    crate::digest::hex(hash)
 }
 
 /// Who a request id belongs to: the actor, and the capacity it acted in, so an
