@@ -252,6 +252,14 @@ mod tests {
         ) -> Result<tonic::Response<RaftPayload>, Status> {
             Err(Status::unimplemented("not in this test"))
         }
+        type AppendEntriesStreamStream =
+            std::pin::Pin<Box<dyn futures::Stream<Item = Result<RaftPayload, Status>> + Send>>;
+        async fn append_entries_stream(
+            &self,
+            _: Request<tonic::Streaming<RaftPayload>>,
+        ) -> Result<tonic::Response<Self::AppendEntriesStreamStream>, Status> {
+            Err(Status::unimplemented("an older leader has no such method"))
+        }
         async fn vote(
             &self,
             _: Request<RaftPayload>,

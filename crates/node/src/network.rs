@@ -199,6 +199,8 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             client: self.peers.client(&node.addr).map_err(|e| e.to_string()),
             snapshot_timeouts: self.snapshot_timeouts,
             snapshot_sends: self.snapshot_sends.clone(),
+            append_stream: None,
+            unary_appends: false,
         }
     }
 }
@@ -208,6 +210,59 @@ pub struct PeerNetwork {
     client: Result<RaftServiceClient<Channel>, String>,
     snapshot_timeouts: SnapshotTimeouts,
     snapshot_sends: SnapshotSends,
+    /// The `AppendEntriesStream` to the target, opened by the first AppendEntries.
+    /// It is taken out for each exchange and put back only once answered, so a
+    /// call openraft abandons (a timeout drops it) takes its stream with it, and
+    /// no late answer is read as the answer to the next request.
+    append_stream: Option<AppendStream>,
+    /// The target answered the stream UNIMPLEMENTED (an earlier version): unary
+    /// AppendEntries to it from then on.
+    unary_appends: bool,
+}
+
+struct AppendStream {
+    requests: tokio::sync::mpsc::Sender<RaftPayload>,
+    replies: tonic::Streaming<RaftPayload>,
+}
+
+/// One request and its reply over `open`, or over a new stream when there is none.
+async fn exchange(
+    mut client: RaftServiceClient<Channel>,
+    open: Option<AppendStream>,
+    request: RaftPayload,
+) -> Result<(AppendStream, RaftPayload), tonic::Status> {
+    let closed = |_| tonic::Status::unavailable("the AppendEntries stream is closed");
+    let mut stream = match open {
+        Some(s) => {
+            s.requests.send(request).await.map_err(closed)?;
+            s
+        }
+        None => {
+            // The first request is queued before the call, so it leaves with the
+            // stream's headers.
+            let (requests, queued) = tokio::sync::mpsc::channel(1);
+            requests.send(request).await.map_err(closed)?;
+            let replies = client
+                .append_entries_stream(tokio_stream::wrappers::ReceiverStream::new(queued))
+                .await?
+                .into_inner();
+            AppendStream { requests, replies }
+        }
+    };
+    match stream.replies.message().await? {
+        Some(reply) => Ok((stream, reply)),
+        None => Err(tonic::Status::unavailable(
+            "the peer ended the AppendEntries stream",
+        )),
+    }
+}
+
+fn status_error<E: std::error::Error>(s: tonic::Status) -> RpcErr<E> {
+    if s.code() == tonic::Code::Unavailable {
+        RPCError::Unreachable(Unreachable::new(&TransportError(s.to_string())))
+    } else {
+        RPCError::Network(NetworkError::new(&TransportError(s.to_string())))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -262,22 +317,57 @@ impl PeerNetwork {
                 format!("no answer within {timeout:?}"),
             ))));
         };
-        let payload = match result {
-            Ok(r) => r.into_inner(),
-            Err(s) if s.code() == tonic::Code::Unavailable => {
-                return Err(RPCError::Unreachable(Unreachable::new(&TransportError(
-                    s.to_string(),
-                ))))
-            }
-            Err(s) => {
-                return Err(RPCError::Network(NetworkError::new(&TransportError(
-                    s.to_string(),
-                ))))
-            }
-        };
+        match result {
+            Ok(r) => self.answer(&r.into_inner()),
+            Err(s) => Err(status_error(s)),
+        }
+    }
+
+    fn answer<Resp, E>(&self, payload: &RaftPayload) -> Result<Resp, RpcErr<E>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let reply: Result<Resp, RaftError<NodeId, E>> =
             decode(&payload.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    /// One AppendEntries over the target's stream; None when the target has no
+    /// such stream.
+    async fn append_streamed(
+        &mut self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+        timeout: Duration,
+    ) -> Option<Result<AppendEntriesResponse<NodeId>, RpcErr>> {
+        let client = match &self.client {
+            Ok(c) => c.clone(),
+            Err(e) => {
+                return Some(Err(RPCError::Unreachable(Unreachable::new(
+                    &TransportError(e.clone()),
+                ))))
+            }
+        };
+        let data = match encode(rpc) {
+            Ok(d) => d,
+            Err(e) => return Some(Err(RPCError::Network(NetworkError::new(&e)))),
+        };
+        let request = RaftPayload {
+            data,
+            chunk: vec![],
+        };
+        let open = self.append_stream.take();
+        match tokio::time::timeout(timeout, exchange(client, open, request)).await {
+            Err(_) => Some(Err(RPCError::Network(NetworkError::new(&TransportError(
+                format!("no answer within {timeout:?}"),
+            ))))),
+            Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => None,
+            Ok(Err(s)) => Some(Err(status_error(s))),
+            Ok(Ok((stream, reply))) => {
+                self.append_stream = Some(stream);
+                Some(self.answer(&reply))
+            }
+        }
     }
 }
 
@@ -287,6 +377,18 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        if !self.unary_appends {
+            match self.append_streamed(&rpc, option.hard_ttl()).await {
+                Some(answer) => return answer,
+                None => {
+                    tracing::info!(
+                        target = self.target,
+                        "the peer has no AppendEntries stream (an earlier version): unary calls to it"
+                    );
+                    self.unary_appends = true;
+                }
+            }
+        }
         self.call(RaftRpc::AppendEntries, &rpc, vec![], option.hard_ttl())
             .await
     }
@@ -325,6 +427,195 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use concord_proto::raft::v1::raft_service_server::{RaftService, RaftServiceServer};
+    use tonic::{Request, Response, Status, Streaming};
+
+    /// A peer that answers each AppendEntries with `PartialSuccess(prev_log_id)`,
+    /// so a reply says which request it answers.
+    #[derive(Clone)]
+    struct Peer {
+        /// false: a node of an earlier version, with no AppendEntriesStream.
+        streams: bool,
+        /// The first streamed request is answered only after this long.
+        first_delay: Duration,
+        delayed: Arc<AtomicBool>,
+        unary_calls: Arc<AtomicUsize>,
+        streams_opened: Arc<AtomicUsize>,
+    }
+
+    fn echo(data: &[u8]) -> RaftPayload {
+        let req: AppendEntriesRequest<TypeConfig> = decode(data).unwrap();
+        let reply: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> =
+            Ok(AppendEntriesResponse::PartialSuccess(req.prev_log_id));
+        RaftPayload {
+            data: encode(&reply).unwrap(),
+            chunk: vec![],
+        }
+    }
+
+    type Replies =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<RaftPayload, Status>> + Send>>;
+
+    #[tonic::async_trait]
+    impl RaftService for Peer {
+        async fn append_entries(
+            &self,
+            req: Request<RaftPayload>,
+        ) -> Result<Response<RaftPayload>, Status> {
+            self.unary_calls.fetch_add(1, Ordering::SeqCst);
+            Ok(Response::new(echo(&req.into_inner().data)))
+        }
+
+        type AppendEntriesStreamStream = Replies;
+
+        async fn append_entries_stream(
+            &self,
+            req: Request<Streaming<RaftPayload>>,
+        ) -> Result<Response<Replies>, Status> {
+            if !self.streams {
+                return Err(Status::unimplemented("no such method"));
+            }
+            self.streams_opened.fetch_add(1, Ordering::SeqCst);
+            let peer = self.clone();
+            let replies = futures::stream::unfold(req.into_inner(), move |mut requests| {
+                let peer = peer.clone();
+                async move {
+                    let request = requests.message().await.ok()??;
+                    if !peer.delayed.swap(true, Ordering::SeqCst) {
+                        tokio::time::sleep(peer.first_delay).await;
+                    }
+                    Some((Ok(echo(&request.data)), requests))
+                }
+            });
+            Ok(Response::new(Box::pin(replies)))
+        }
+
+        async fn vote(&self, _: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+
+        async fn install_snapshot(
+            &self,
+            _: Request<RaftPayload>,
+        ) -> Result<Response<RaftPayload>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+
+        async fn forward(&self, _: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+    }
+
+    impl Peer {
+        fn new(streams: bool, first_delay: Duration) -> Peer {
+            Peer {
+                streams,
+                first_delay,
+                delayed: Arc::default(),
+                unary_calls: Arc::default(),
+                streams_opened: Arc::default(),
+            }
+        }
+
+        /// Serves on a loopback port; a leader's view of it.
+        async fn serve(&self) -> PeerNetwork {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            let svc = RaftServiceServer::new(self.clone());
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(svc)
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            );
+            let mut factory = NetworkFactory {
+                peers: Peers::new(None),
+                snapshot_timeouts: SnapshotTimeouts {
+                    chunk: Duration::from_secs(10),
+                    install_bytes_per_s: 1 << 20,
+                },
+                snapshot_sends: SnapshotSends::default(),
+            };
+            factory
+                .new_client(
+                    2,
+                    &NodeInfo {
+                        addr,
+                        ..NodeInfo::default()
+                    },
+                )
+                .await
+        }
+    }
+
+    fn request(prev_index: u64) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: openraft::Vote::new_committed(1, 1),
+            prev_log_id: Some(openraft::LogId::new(
+                openraft::CommittedLeaderId::new(1, 1),
+                prev_index,
+            )),
+            entries: vec![],
+            leader_commit: None,
+        }
+    }
+
+    fn answered(r: Result<AppendEntriesResponse<NodeId>, RpcErr>) -> Option<u64> {
+        match r {
+            Ok(AppendEntriesResponse::PartialSuccess(Some(l))) => Some(l.index),
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn appends_share_one_stream_and_each_gets_its_own_answer() {
+        let peer = Peer::new(true, Duration::ZERO);
+        let mut net = peer.serve().await;
+        let ttl = RPCOption::new(Duration::from_secs(5));
+        for i in 1..=20 {
+            assert_eq!(
+                answered(net.append_entries(request(i), ttl.clone()).await),
+                Some(i)
+            );
+        }
+        assert_eq!(peer.streams_opened.load(Ordering::SeqCst), 1);
+        assert_eq!(peer.unary_calls.load(Ordering::SeqCst), 0);
+    }
+
+    /// openraft drops an AppendEntries that outlives its TTL. Its answer, when it
+    /// comes, must not be taken for the answer to the next request.
+    #[tokio::test]
+    async fn an_abandoned_append_takes_its_stream_and_its_late_answer_with_it() {
+        let peer = Peer::new(true, Duration::from_millis(500));
+        let mut net = peer.serve().await;
+        let short = RPCOption::new(Duration::from_millis(100));
+        assert!(net.append_entries(request(1), short).await.is_err());
+        let ttl = RPCOption::new(Duration::from_secs(5));
+        assert_eq!(
+            answered(net.append_entries(request(2), ttl.clone()).await),
+            Some(2)
+        );
+        assert_eq!(answered(net.append_entries(request(3), ttl).await), Some(3));
+        assert_eq!(peer.streams_opened.load(Ordering::SeqCst), 2);
+    }
+
+    /// During a rolling upgrade a new leader replicates to nodes of the version
+    /// before, which have only the unary call.
+    #[tokio::test]
+    async fn a_peer_without_the_stream_gets_unary_appends() {
+        let peer = Peer::new(false, Duration::ZERO);
+        let mut net = peer.serve().await;
+        let ttl = RPCOption::new(Duration::from_secs(5));
+        for i in 1..=3 {
+            assert_eq!(
+                answered(net.append_entries(request(i), ttl.clone()).await),
+                Some(i)
+            );
+        }
+        assert_eq!(peer.unary_calls.load(Ordering::SeqCst), 3);
+    }
 
     #[test]
     fn the_final_snapshot_chunk_waits_longer_the_larger_the_snapshot() {

@@ -1,23 +1,35 @@
 //! The internal node-to-node service: raft RPCs and forwarding to the leader.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use concord_proto::raft::v1::raft_service_server::RaftService;
 use concord_proto::raft::v1::RaftPayload;
 use concord_store::TypeConfig;
+use futures::Stream;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{caller, Caller};
 use crate::core::NodeCore;
 use crate::error::NodeError;
 use crate::network::{decode, encode, ForwardRequest};
 
+#[derive(Clone)]
 pub struct RaftSvc {
     pub core: Arc<NodeCore>,
 }
 
+type AppendReplies = Pin<Box<dyn Stream<Item = Result<RaftPayload, Status>> + Send>>;
+
 impl RaftSvc {
+    /// One AppendEntries from `caller`, answered as the unary call answers it.
+    async fn append(&self, caller: &Caller, data: &[u8]) -> Result<RaftPayload, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> = parse_data(data)?;
+        self.check_sender(caller, rpc.vote.leader_id().voted_for())?;
+        Ok(payload(&self.core.raft.append_entries(rpc).await)?.into_inner())
+    }
+
     /// A node may speak in raft only as itself: the node id a request claims (as
     /// leader or candidate) must be, in this node's membership, a node of the
     /// caller certificate's department. A node that has no membership yet accepts
@@ -73,9 +85,45 @@ impl RaftService for RaftSvc {
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         let caller = caller(&req)?;
-        let rpc: AppendEntriesRequest<TypeConfig> = parse(req)?;
-        self.check_sender(&caller, rpc.vote.leader_id().voted_for())?;
-        payload(&self.core.raft.append_entries(rpc).await)
+        Ok(Response::new(
+            self.append(&caller, &req.into_inner().data).await?,
+        ))
+    }
+
+    type AppendEntriesStreamStream = AppendReplies;
+
+    /// Requests are taken one at a time, each answered before the next is read:
+    /// the leader sends the next only after the answer (openraft keeps one
+    /// AppendEntries in flight per follower). The first refused or undecodable
+    /// request ends the stream with its status, and so does this node's shutdown
+    /// (which waits for open streams to end); the leader opens a new one.
+    async fn append_entries_stream(
+        &self,
+        req: Request<Streaming<RaftPayload>>,
+    ) -> Result<Response<AppendReplies>, Status> {
+        let caller = caller(&req)?;
+        let stopping = self.core.stopping.subscribe();
+        let state = (self.clone(), caller, req.into_inner(), stopping, false);
+        let replies = futures::stream::unfold(
+            state,
+            |(svc, caller, mut requests, mut stopping, ended)| async move {
+                if ended {
+                    return None;
+                }
+                let request = tokio::select! {
+                    r = requests.message() => r,
+                    _ = stopping.wait_for(|s| *s) => return None,
+                };
+                let reply = match request {
+                    Ok(Some(request)) => svc.append(&caller, &request.data).await,
+                    Ok(None) => return None,
+                    Err(status) => Err(status),
+                };
+                let ended = reply.is_err();
+                Some((reply, (svc, caller, requests, stopping, ended)))
+            },
+        );
+        Ok(Response::new(Box::pin(replies)))
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
