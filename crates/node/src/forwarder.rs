@@ -198,19 +198,30 @@ pub async fn call(
     req: &ForwardRequest,
     timeout: Duration,
 ) -> Result<Result<ForwardReply, ForwardError>, tonic::Status> {
-    let mut client = peers
-        .client(addr)
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let data = encode(req).map_err(|e| tonic::Status::internal(e.to_string()))?;
-    let mut request = tonic::Request::new(RaftPayload {
+    let payload = RaftPayload {
         data,
         chunk: vec![],
-    });
-    request.set_timeout(timeout);
-    let reply = client.forward(request).await.inspect_err(|s| {
+    };
+    let reply = match peers.forward_streamed(addr, payload.clone(), timeout).await {
+        Some(streamed) => streamed,
+        // A leader of the version before: one unary call per forward.
+        None => {
+            let mut client = peers
+                .client(addr)
+                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+            let mut request = tonic::Request::new(payload);
+            request.set_timeout(timeout);
+            client
+                .forward(request)
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    }
+    .inspect_err(|s| {
         tracing::debug!(leader, why = %s, "forward to leader failed; will retry");
     })?;
-    decode::<Result<ForwardReply, ForwardError>>(&reply.into_inner().data)
+    decode::<Result<ForwardReply, ForwardError>>(&reply.data)
         .map_err(|e| tonic::Status::internal(format!("undecodable reply: {e}")))
 }
 
@@ -258,6 +269,13 @@ mod tests {
             &self,
             _: Request<tonic::Streaming<RaftPayload>>,
         ) -> Result<tonic::Response<Self::AppendEntriesStreamStream>, Status> {
+            Err(Status::unimplemented("an older leader has no such method"))
+        }
+        type ForwardStreamStream = Self::AppendEntriesStreamStream;
+        async fn forward_stream(
+            &self,
+            _: Request<tonic::Streaming<RaftPayload>>,
+        ) -> Result<tonic::Response<Self::ForwardStreamStream>, Status> {
             Err(Status::unimplemented("an older leader has no such method"))
         }
         async fn vote(
@@ -341,5 +359,142 @@ mod tests {
         assert_eq!(seen, expected, "each write reached the leader once");
         // Batches were tried (and refused), not only single writes.
         assert!(metrics.forward_batches.get() < metrics.forwarded_writes.get());
+    }
+
+    /// A leader of this version: forwards arrive on `ForwardStream`s, and the
+    /// first one is answered only after 500 ms.
+    #[derive(Clone, Default)]
+    struct StreamingLeader {
+        first_answered: Arc<std::sync::atomic::AtomicBool>,
+        streams: Arc<std::sync::atomic::AtomicUsize>,
+        unary: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    fn written(data: &[u8]) -> RaftPayload {
+        let Ok(ForwardRequest::Write(w)) = decode::<ForwardRequest>(data) else {
+            panic!("expected a single write");
+        };
+        let n: u64 = w.request_id.trim_start_matches("w-").parse().unwrap();
+        let reply: Result<ForwardReply, ForwardError> = Ok(ForwardReply::Written(Response {
+            revision: 1000 + n,
+            result: Ok(Outcome::Nothing),
+            replayed: false,
+        }));
+        RaftPayload {
+            data: encode(&reply).unwrap(),
+            chunk: vec![],
+        }
+    }
+
+    type Replies =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<RaftPayload, Status>> + Send>>;
+
+    #[tonic::async_trait]
+    impl RaftService for StreamingLeader {
+        async fn append_entries(
+            &self,
+            _: Request<RaftPayload>,
+        ) -> Result<tonic::Response<RaftPayload>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        type AppendEntriesStreamStream = Replies;
+        async fn append_entries_stream(
+            &self,
+            _: Request<tonic::Streaming<RaftPayload>>,
+        ) -> Result<tonic::Response<Replies>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        async fn vote(
+            &self,
+            _: Request<RaftPayload>,
+        ) -> Result<tonic::Response<RaftPayload>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        async fn install_snapshot(
+            &self,
+            _: Request<RaftPayload>,
+        ) -> Result<tonic::Response<RaftPayload>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        async fn forward(
+            &self,
+            req: Request<RaftPayload>,
+        ) -> Result<tonic::Response<RaftPayload>, Status> {
+            self.unary.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(tonic::Response::new(written(&req.into_inner().data)))
+        }
+        type ForwardStreamStream = Replies;
+        async fn forward_stream(
+            &self,
+            req: Request<tonic::Streaming<RaftPayload>>,
+        ) -> Result<tonic::Response<Replies>, Status> {
+            self.streams
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let leader = self.clone();
+            let replies = futures::stream::unfold(req.into_inner(), move |mut requests| {
+                let leader = leader.clone();
+                async move {
+                    let request = requests.message().await.ok()??;
+                    let first = !leader
+                        .first_answered
+                        .swap(true, std::sync::atomic::Ordering::SeqCst);
+                    if first {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Some((Ok(written(&request.data)), requests))
+                }
+            });
+            Ok(tonic::Response::new(Box::pin(replies)))
+        }
+    }
+
+    fn write(n: u64) -> ForwardRequest {
+        ForwardRequest::Write(ForwardWrite {
+            actor: "SAMR".into(),
+            request_id: format!("w-{n}"),
+            command: Command::Tick {
+                dedup_retention_ms: 0,
+            },
+        })
+    }
+
+    fn revision(answer: Result<Result<ForwardReply, ForwardError>, tonic::Status>) -> u64 {
+        match answer {
+            Ok(Ok(ForwardReply::Written(r))) => r.revision,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+
+    /// Forwards in flight together each have a stream of their own, and a forward
+    /// given up on takes its stream along: its late answer goes to nobody.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_forwards_get_their_own_answers_and_an_abandoned_one_answers_nobody() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let leader = StreamingLeader::default();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(RaftServiceServer::new(leader.clone()))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let peers = Peers::new(None);
+        let abandoned = call(&peers, 1, &addr, &write(1), Duration::from_millis(100)).await;
+        assert!(abandoned.is_err(), "{abandoned:?}");
+        let long = Duration::from_secs(5);
+        for round in 0..3 {
+            let (wa, wb) = (write(10 + round), write(20 + round));
+            let (a, b) = tokio::join!(
+                call(&peers, 1, &addr, &wa, long),
+                call(&peers, 1, &addr, &wb, long)
+            );
+            assert_eq!(revision(a), 1010 + round);
+            assert_eq!(revision(b), 1020 + round);
+        }
+        let opened = leader.streams.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            (2..=3).contains(&opened),
+            "{opened} streams for two at a time"
+        );
+        assert_eq!(leader.unary.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 }

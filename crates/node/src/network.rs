@@ -73,13 +73,62 @@ pub enum ForwardError {
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     tls: Option<Arc<concord_pki::ReloadingTls>>,
+    /// Idle `ForwardStream`s by leader address. A forward takes one (or opens
+    /// one) and puts it back once answered, so concurrent forwards each have
+    /// their own and an abandoned one takes its stream with it.
+    forward_streams: Arc<Mutex<HashMap<String, Vec<CallStream>>>>,
+    /// Leaders that answered the stream UNIMPLEMENTED (an earlier version).
+    unary_forwards: Arc<Mutex<std::collections::HashSet<String>>>,
 }
+
+/// Idle forward streams kept per leader: the forwarder's batches in flight and a
+/// read index or two.
+const IDLE_FORWARD_STREAMS: usize = 4;
 
 impl Peers {
     pub fn new(tls: Option<Arc<concord_pki::ReloadingTls>>) -> Peers {
         Peers {
             channels: Arc::default(),
             tls,
+            forward_streams: Arc::default(),
+            unary_forwards: Arc::default(),
+        }
+    }
+
+    /// `request` to the leader at `addr` over a `ForwardStream`, its reply, or
+    /// None when that leader has no such stream.
+    pub async fn forward_streamed(
+        &self,
+        addr: &str,
+        request: RaftPayload,
+        timeout: Duration,
+    ) -> Option<Result<RaftPayload, tonic::Status>> {
+        if lock(&self.unary_forwards).contains(addr) {
+            return None;
+        }
+        let client = match self.client(addr) {
+            Ok(c) => c,
+            Err(e) => return Some(Err(tonic::Status::unavailable(e.to_string()))),
+        };
+        let open = lock(&self.forward_streams).get_mut(addr).and_then(Vec::pop);
+        let exchanged = exchange(client, StreamRpc::Forward, open, request);
+        match tokio::time::timeout(timeout, exchanged).await {
+            Err(_) => Some(Err(tonic::Status::deadline_exceeded(format!(
+                "no answer within {timeout:?}"
+            )))),
+            Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => {
+                lock(&self.unary_forwards).insert(addr.to_string());
+                None
+            }
+            Ok(Err(s)) => Some(Err(s)),
+            Ok(Ok((stream, reply))) => {
+                let mut idle = lock(&self.forward_streams);
+                let streams = idle.entry(addr.to_string()).or_default();
+                if streams.len() < IDLE_FORWARD_STREAMS {
+                    streams.push(stream);
+                }
+                Some(Ok(reply))
+            }
         }
     }
 
@@ -214,24 +263,34 @@ pub struct PeerNetwork {
     /// It is taken out for each exchange and put back only once answered, so a
     /// call openraft abandons (a timeout drops it) takes its stream with it, and
     /// no late answer is read as the answer to the next request.
-    append_stream: Option<AppendStream>,
+    append_stream: Option<CallStream>,
     /// The target answered the stream UNIMPLEMENTED (an earlier version): unary
     /// AppendEntries to it from then on.
     unary_appends: bool,
 }
 
-struct AppendStream {
+/// A stream of requests answered one by one, in turn.
+pub struct CallStream {
     requests: tokio::sync::mpsc::Sender<RaftPayload>,
     replies: tonic::Streaming<RaftPayload>,
 }
 
-/// One request and its reply over `open`, or over a new stream when there is none.
-async fn exchange(
+/// The request-and-reply streams of `RaftService`.
+#[derive(Clone, Copy, Debug)]
+pub enum StreamRpc {
+    AppendEntries,
+    Forward,
+}
+
+/// One request and its reply over `open`, or over a new `rpc` stream when there
+/// is none.
+pub async fn exchange(
     mut client: RaftServiceClient<Channel>,
-    open: Option<AppendStream>,
+    rpc: StreamRpc,
+    open: Option<CallStream>,
     request: RaftPayload,
-) -> Result<(AppendStream, RaftPayload), tonic::Status> {
-    let closed = |_| tonic::Status::unavailable("the AppendEntries stream is closed");
+) -> Result<(CallStream, RaftPayload), tonic::Status> {
+    let closed = |_| tonic::Status::unavailable(format!("the {rpc:?} stream is closed"));
     let mut stream = match open {
         Some(s) => {
             s.requests.send(request).await.map_err(closed)?;
@@ -242,18 +301,20 @@ async fn exchange(
             // stream's headers.
             let (requests, queued) = tokio::sync::mpsc::channel(1);
             requests.send(request).await.map_err(closed)?;
-            let replies = client
-                .append_entries_stream(tokio_stream::wrappers::ReceiverStream::new(queued))
-                .await?
-                .into_inner();
-            AppendStream { requests, replies }
+            let queued = tokio_stream::wrappers::ReceiverStream::new(queued);
+            let replies = match rpc {
+                StreamRpc::AppendEntries => client.append_entries_stream(queued).await?,
+                StreamRpc::Forward => client.forward_stream(queued).await?,
+            }
+            .into_inner();
+            CallStream { requests, replies }
         }
     };
     match stream.replies.message().await? {
         Some(reply) => Ok((stream, reply)),
-        None => Err(tonic::Status::unavailable(
-            "the peer ended the AppendEntries stream",
-        )),
+        None => Err(tonic::Status::unavailable(format!(
+            "the peer ended the {rpc:?} stream"
+        ))),
     }
 }
 
@@ -270,6 +331,10 @@ fn status_error<E: std::error::Error>(s: tonic::Status) -> RpcErr<E> {
 struct TransportError(String);
 
 /// The raft RPCs a peer serves.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 #[derive(Clone, Copy)]
 enum RaftRpc {
     AppendEntries,
@@ -357,7 +422,8 @@ impl PeerNetwork {
             chunk: vec![],
         };
         let open = self.append_stream.take();
-        match tokio::time::timeout(timeout, exchange(client, open, request)).await {
+        let exchanged = exchange(client, StreamRpc::AppendEntries, open, request);
+        match tokio::time::timeout(timeout, exchanged).await {
             Err(_) => Some(Err(RPCError::Network(NetworkError::new(&TransportError(
                 format!("no answer within {timeout:?}"),
             ))))),
@@ -491,6 +557,15 @@ mod tests {
                 }
             });
             Ok(Response::new(Box::pin(replies)))
+        }
+
+        type ForwardStreamStream = Replies;
+
+        async fn forward_stream(
+            &self,
+            _: Request<Streaming<RaftPayload>>,
+        ) -> Result<Response<Replies>, Status> {
+            Err(Status::unimplemented("not in this test"))
         }
 
         async fn vote(&self, _: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {

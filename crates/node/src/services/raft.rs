@@ -20,9 +20,57 @@ pub struct RaftSvc {
     pub core: Arc<NodeCore>,
 }
 
-type AppendReplies = Pin<Box<dyn Stream<Item = Result<RaftPayload, Status>> + Send>>;
+type Replies = Pin<Box<dyn Stream<Item = Result<RaftPayload, Status>> + Send>>;
+
+/// What the requests of a stream are.
+#[derive(Clone, Copy)]
+enum Answer {
+    Append,
+    Forward,
+}
 
 impl RaftSvc {
+    /// A stream's requests, taken one at a time, each answered before the next is
+    /// read. The first refused or undecodable request ends the stream with its
+    /// status, and so does this node's shutdown (which waits for open streams to
+    /// end); the sender opens a new one.
+    fn in_turn(&self, caller: Caller, requests: Streaming<RaftPayload>, answer: Answer) -> Replies {
+        let stopping = self.core.stopping.subscribe();
+        let state = (self.clone(), caller, requests, stopping, false);
+        Box::pin(futures::stream::unfold(
+            state,
+            move |(svc, caller, mut requests, mut stopping, ended)| async move {
+                if ended {
+                    return None;
+                }
+                let request = tokio::select! {
+                    r = requests.message() => r,
+                    _ = stopping.wait_for(|s| *s) => return None,
+                };
+                let reply = match (request, answer) {
+                    (Ok(Some(request)), Answer::Append) => svc.append(&caller, &request.data).await,
+                    (Ok(Some(request)), Answer::Forward) => {
+                        svc.forward_one(&caller, &request.data).await
+                    }
+                    (Ok(None), _) => return None,
+                    (Err(status), _) => Err(status),
+                };
+                let ended = reply.is_err();
+                Some((reply, (svc, caller, requests, stopping, ended)))
+            },
+        ))
+    }
+
+    /// One forwarded request from `caller`, answered as the unary call answers it.
+    async fn forward_one(&self, caller: &Caller, data: &[u8]) -> Result<RaftPayload, Status> {
+        let fwd: ForwardRequest = parse_data(data)?;
+        let reply = self
+            .core
+            .handle_forward(caller.node_department(), fwd)
+            .await;
+        Ok(payload(&reply)?.into_inner())
+    }
+
     /// One AppendEntries from `caller`, answered as the unary call answers it.
     async fn append(&self, caller: &Caller, data: &[u8]) -> Result<RaftPayload, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = parse_data(data)?;
@@ -90,40 +138,34 @@ impl RaftService for RaftSvc {
         ))
     }
 
-    type AppendEntriesStreamStream = AppendReplies;
+    type AppendEntriesStreamStream = Replies;
 
-    /// Requests are taken one at a time, each answered before the next is read:
-    /// the leader sends the next only after the answer (openraft keeps one
-    /// AppendEntries in flight per follower). The first refused or undecodable
-    /// request ends the stream with its status, and so does this node's shutdown
-    /// (which waits for open streams to end); the leader opens a new one.
+    /// See `in_turn`: openraft keeps one AppendEntries in flight per follower.
     async fn append_entries_stream(
         &self,
         req: Request<Streaming<RaftPayload>>,
-    ) -> Result<Response<AppendReplies>, Status> {
+    ) -> Result<Response<Replies>, Status> {
         let caller = caller(&req)?;
-        let stopping = self.core.stopping.subscribe();
-        let state = (self.clone(), caller, req.into_inner(), stopping, false);
-        let replies = futures::stream::unfold(
-            state,
-            |(svc, caller, mut requests, mut stopping, ended)| async move {
-                if ended {
-                    return None;
-                }
-                let request = tokio::select! {
-                    r = requests.message() => r,
-                    _ = stopping.wait_for(|s| *s) => return None,
-                };
-                let reply = match request {
-                    Ok(Some(request)) => svc.append(&caller, &request.data).await,
-                    Ok(None) => return None,
-                    Err(status) => Err(status),
-                };
-                let ended = reply.is_err();
-                Some((reply, (svc, caller, requests, stopping, ended)))
-            },
-        );
-        Ok(Response::new(Box::pin(replies)))
+        Ok(Response::new(self.in_turn(
+            caller,
+            req.into_inner(),
+            Answer::Append,
+        )))
+    }
+
+    type ForwardStreamStream = Replies;
+
+    /// See `in_turn`: a follower uses one stream per forward it has in flight.
+    async fn forward_stream(
+        &self,
+        req: Request<Streaming<RaftPayload>>,
+    ) -> Result<Response<Replies>, Status> {
+        let caller = caller(&req)?;
+        Ok(Response::new(self.in_turn(
+            caller,
+            req.into_inner(),
+            Answer::Forward,
+        )))
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
@@ -150,12 +192,8 @@ impl RaftService for RaftSvc {
 
     async fn forward(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let caller = caller(&req)?;
-        let fwd: ForwardRequest = parse(req)?;
-        payload(
-            &self
-                .core
-                .handle_forward(caller.node_department(), fwd)
-                .await,
-        )
+        Ok(Response::new(
+            self.forward_one(&caller, &req.into_inner().data).await?,
+        ))
     }
 }
