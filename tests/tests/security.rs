@@ -546,3 +546,58 @@ async fn a_node_cannot_speak_in_raft_as_another_node() {
     must_record(&c, 3, "wrong_department").await;
     c.shutdown().await;
 }
+
+/// A raft stream is authenticated when it opens. A department whose nodes are all
+/// removed from the cluster must be refused on the streams they already hold, as
+/// on their next unary call, not served until the stream happens to close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_removed_from_the_cluster_is_refused_on_the_stream_it_already_holds() {
+    use concord_proto::cluster::v1::ChangeMembershipRequest;
+    let c = Cluster::start(3).await;
+    let leader = c.must_leader().await;
+    let removed = c.followers(leader)[0];
+    let department = c.nodes[&removed].department.clone();
+    let read_index = || RaftPayload {
+        data: encode(&ForwardRequest::ReadIndex).unwrap(),
+        chunk: vec![],
+    };
+    let (requests, queued) = tokio::sync::mpsc::channel(4);
+    requests.send(read_index()).await.unwrap();
+    let mut replies = RaftServiceClient::new(
+        c.pki
+            .channel(c.nodes[&leader].addr, &TestPki::node(&department)),
+    )
+    .forward_stream(tokio_stream::wrappers::ReceiverStream::new(queued))
+    .await
+    .expect("a member's node certificate opens the stream")
+    .into_inner();
+    let first = replies.message().await.unwrap().expect("an answer");
+    let answer: Result<ForwardReply, ForwardError> = decode(&first.data).unwrap();
+    assert!(
+        matches!(answer, Ok(ForwardReply::ReadIndex { .. })),
+        "{answer:?}"
+    );
+
+    let voters: Vec<u64> = c
+        .nodes
+        .keys()
+        .copied()
+        .filter(|id| *id != removed)
+        .collect();
+    c.admin(leader)
+        .change_membership(ChangeMembershipRequest {
+            voters,
+            retain: false,
+        })
+        .await
+        .unwrap();
+    requests.send(read_index()).await.unwrap();
+    let e = replies
+        .message()
+        .await
+        .expect_err("a removed department is refused on its open stream");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains(&department), "{e:?}");
+    must_record(&c, leader, "not_member").await;
+    c.shutdown().await;
+}

@@ -151,6 +151,23 @@ fn permit(core: &NodeCore, id: &Identity, surface: Surface) -> Result<(), Refusa
 
 /// Whether a node of `department` is in this node's membership. A node that has
 /// not joined a cluster yet has no membership and accepts the leader that adds it.
+/// A raft stream is authenticated when it opens; each message on it is checked
+/// again for membership, so a department whose nodes were all removed is refused
+/// on the streams they already had, as on their next unary call.
+pub fn still_member(core: &NodeCore, caller: &Caller) -> Result<(), Status> {
+    let Some(department) = caller.node_department() else {
+        return Ok(());
+    };
+    if is_member_department(core, department) {
+        return Ok(());
+    }
+    let refusal = Refusal::NotMember(format!(
+        "node certificate of {department} refused on RaftService: no member of this cluster belongs to {department}"
+    ));
+    core.security.refusals.record(refusal.clone(), &caller.peer);
+    Err(NodeError::Refused(refusal).into())
+}
+
 fn is_member_department(core: &NodeCore, department: &str) -> bool {
     let metrics = core.raft.metrics();
     let m = metrics.borrow();

@@ -47,6 +47,8 @@ impl RaftSvc {
                     r = requests.message() => r,
                     _ = stopping.wait_for(|s| *s) => return None,
                 };
+                let request =
+                    request.and_then(|r| crate::auth::still_member(&svc.core, &caller).map(|_| r));
                 let reply = match (request, answer) {
                     (Ok(Some(request)), Answer::Append) => svc.append(&caller, &request.data).await,
                     (Ok(Some(request)), Answer::Forward) => {
