@@ -77,8 +77,18 @@ pub struct Peers {
     /// one) and puts it back once answered, so concurrent forwards each have
     /// their own and an abandoned one takes its stream with it.
     forward_streams: Arc<Mutex<HashMap<String, Vec<CallStream>>>>,
-    /// Leaders that answered the stream UNIMPLEMENTED (an earlier version).
-    unary_forwards: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// Leaders that answered the stream UNIMPLEMENTED (an earlier version), and when.
+    unary_forwards: Arc<Mutex<HashMap<String, Instant>>>,
+    stream_retry: Duration,
+}
+
+/// How long a peer that answered a stream UNIMPLEMENTED gets unary calls before
+/// the stream is tried again: during a rolling upgrade the peer is upgraded too,
+/// and its callers should not keep the slower calls until they restart.
+const STREAM_RETRY: Duration = Duration::from_secs(60);
+
+fn unary_for_now(found: Option<Instant>, retry: Duration) -> bool {
+    found.is_some_and(|at| at.elapsed() < retry)
 }
 
 /// Idle forward streams kept per leader: the forwarder's batches in flight and a
@@ -92,6 +102,7 @@ impl Peers {
             tls,
             forward_streams: Arc::default(),
             unary_forwards: Arc::default(),
+            stream_retry: STREAM_RETRY,
         }
     }
 
@@ -103,7 +114,10 @@ impl Peers {
         request: RaftPayload,
         timeout: Duration,
     ) -> Option<Result<RaftPayload, tonic::Status>> {
-        if lock(&self.unary_forwards).contains(addr) {
+        if unary_for_now(
+            lock(&self.unary_forwards).get(addr).copied(),
+            self.stream_retry,
+        ) {
             return None;
         }
         let client = match self.client(addr) {
@@ -117,7 +131,7 @@ impl Peers {
                 "no answer within {timeout:?}"
             )))),
             Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => {
-                lock(&self.unary_forwards).insert(addr.to_string());
+                lock(&self.unary_forwards).insert(addr.to_string(), Instant::now());
                 None
             }
             Ok(Err(s)) => Some(Err(s)),
@@ -249,7 +263,8 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             snapshot_timeouts: self.snapshot_timeouts,
             snapshot_sends: self.snapshot_sends.clone(),
             append_stream: None,
-            unary_appends: false,
+            unary_appends: None,
+            stream_retry: STREAM_RETRY,
         }
     }
 }
@@ -264,9 +279,10 @@ pub struct PeerNetwork {
     /// call openraft abandons (a timeout drops it) takes its stream with it, and
     /// no late answer is read as the answer to the next request.
     append_stream: Option<CallStream>,
-    /// The target answered the stream UNIMPLEMENTED (an earlier version): unary
-    /// AppendEntries to it from then on.
-    unary_appends: bool,
+    /// When the target answered the stream UNIMPLEMENTED (an earlier version):
+    /// unary AppendEntries to it for `stream_retry` from then.
+    unary_appends: Option<Instant>,
+    stream_retry: Duration,
 }
 
 /// A stream of requests answered one by one, in turn.
@@ -443,15 +459,15 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
-        if !self.unary_appends {
+        if !unary_for_now(self.unary_appends, self.stream_retry) {
             match self.append_streamed(&rpc, option.hard_ttl()).await {
                 Some(answer) => return answer,
                 None => {
                     tracing::info!(
                         target = self.target,
-                        "the peer has no AppendEntries stream (an earlier version): unary calls to it"
+                        "the peer has no AppendEntries stream (an earlier version): unary calls to it for a while"
                     );
-                    self.unary_appends = true;
+                    self.unary_appends = Some(Instant::now());
                 }
             }
         }
@@ -504,7 +520,8 @@ mod tests {
     #[derive(Clone)]
     struct Peer {
         /// false: a node of an earlier version, with no AppendEntriesStream.
-        streams: bool,
+        streams: Arc<AtomicBool>,
+        stream_attempts: Arc<AtomicUsize>,
         /// The first streamed request is answered only after this long.
         first_delay: Duration,
         delayed: Arc<AtomicBool>,
@@ -541,7 +558,8 @@ mod tests {
             &self,
             req: Request<Streaming<RaftPayload>>,
         ) -> Result<Response<Replies>, Status> {
-            if !self.streams {
+            self.stream_attempts.fetch_add(1, Ordering::SeqCst);
+            if !self.streams.load(Ordering::SeqCst) {
                 return Err(Status::unimplemented("no such method"));
             }
             self.streams_opened.fetch_add(1, Ordering::SeqCst);
@@ -587,7 +605,8 @@ mod tests {
     impl Peer {
         fn new(streams: bool, first_delay: Duration) -> Peer {
             Peer {
-                streams,
+                streams: Arc::new(AtomicBool::new(streams)),
+                stream_attempts: Arc::default(),
                 first_delay,
                 delayed: Arc::default(),
                 unary_calls: Arc::default(),
@@ -677,9 +696,10 @@ mod tests {
     }
 
     /// During a rolling upgrade a new leader replicates to nodes of the version
-    /// before, which have only the unary call.
+    /// before, which have only the unary call, and uses the stream once they are
+    /// upgraded too.
     #[tokio::test]
-    async fn a_peer_without_the_stream_gets_unary_appends() {
+    async fn a_peer_without_the_stream_gets_unary_appends_until_it_has_one() {
         let peer = Peer::new(false, Duration::ZERO);
         let mut net = peer.serve().await;
         let ttl = RPCOption::new(Duration::from_secs(5));
@@ -690,6 +710,19 @@ mod tests {
             );
         }
         assert_eq!(peer.unary_calls.load(Ordering::SeqCst), 3);
+        // Within the retry period the stream is not asked for again.
+        assert_eq!(peer.stream_attempts.load(Ordering::SeqCst), 1);
+        // The peer is upgraded; once the period is over the stream is used.
+        peer.streams.store(true, Ordering::SeqCst);
+        net.stream_retry = Duration::ZERO;
+        for i in 4..=6 {
+            assert_eq!(
+                answered(net.append_entries(request(i), ttl.clone()).await),
+                Some(i)
+            );
+        }
+        assert_eq!(peer.unary_calls.load(Ordering::SeqCst), 3);
+        assert_eq!(peer.streams_opened.load(Ordering::SeqCst), 1);
     }
 
     #[test]
