@@ -198,19 +198,28 @@ pub async fn call(
     req: &ForwardRequest,
     timeout: Duration,
 ) -> Result<Result<ForwardReply, ForwardError>, tonic::Status> {
-    let data = encode(req).map_err(|e| tonic::Status::internal(e.to_string()))?;
-    let payload = RaftPayload {
-        data,
-        chunk: vec![],
+    let encoded = || {
+        encode(req)
+            .map(|data| RaftPayload {
+                data,
+                chunk: vec![],
+            })
+            .map_err(|e| tonic::Status::internal(e.to_string()))
     };
-    let reply = match peers.forward_streamed(addr, payload.clone(), timeout).await {
+    let streamed = if peers.streams_forwards_to(addr) {
+        peers.forward_streamed(addr, encoded()?, timeout).await
+    } else {
+        None
+    };
+    let reply = match streamed {
         Some(streamed) => streamed,
-        // A leader of the version before: one unary call per forward.
+        // A leader of the version before: one unary call per forward. (Encoded
+        // again only on the call that finds out; a batch is not copied per call.)
         None => {
             let mut client = peers
                 .client(addr)
                 .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-            let mut request = tonic::Request::new(payload);
+            let mut request = tonic::Request::new(encoded()?);
             request.set_timeout(timeout);
             client
                 .forward(request)

@@ -106,20 +106,21 @@ impl Peers {
         }
     }
 
+    /// Whether forwards to the leader at `addr` go on a `ForwardStream`: false
+    /// for a while after it answered one UNIMPLEMENTED.
+    pub fn streams_forwards_to(&self, addr: &str) -> bool {
+        let found = lock(&self.unary_forwards).get(addr).copied();
+        !unary_for_now(found, self.stream_retry)
+    }
+
     /// `request` to the leader at `addr` over a `ForwardStream`, its reply, or
-    /// None when that leader has no such stream.
+    /// None when that leader turns out to have no such stream.
     pub async fn forward_streamed(
         &self,
         addr: &str,
         request: RaftPayload,
         timeout: Duration,
     ) -> Option<Result<RaftPayload, tonic::Status>> {
-        if unary_for_now(
-            lock(&self.unary_forwards).get(addr).copied(),
-            self.stream_retry,
-        ) {
-            return None;
-        }
         let client = match self.client(addr) {
             Ok(c) => c,
             Err(e) => return Some(Err(tonic::Status::unavailable(e.to_string()))),
@@ -185,7 +186,7 @@ struct Sending {
 
 impl SnapshotSends {
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Sending>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.0)
     }
 
     /// Counts a chunk in flight until the returned guard is dropped (answered,
@@ -286,21 +287,21 @@ pub struct PeerNetwork {
 }
 
 /// A stream of requests answered one by one, in turn.
-pub struct CallStream {
+struct CallStream {
     requests: tokio::sync::mpsc::Sender<RaftPayload>,
     replies: tonic::Streaming<RaftPayload>,
 }
 
 /// The request-and-reply streams of `RaftService`.
 #[derive(Clone, Copy, Debug)]
-pub enum StreamRpc {
+enum StreamRpc {
     AppendEntries,
     Forward,
 }
 
 /// One request and its reply over `open`, or over a new `rpc` stream when there
 /// is none.
-pub async fn exchange(
+async fn exchange(
     mut client: RaftServiceClient<Channel>,
     rpc: StreamRpc,
     open: Option<CallStream>,
