@@ -335,6 +335,13 @@ fn receiver(endpoints: &[Endpoint], i: usize) -> String {
     }
 }
 
+/// `receiver` of every endpoint, by endpoint index.
+fn receivers(endpoints: &[Endpoint]) -> Vec<String> {
+    (0..endpoints.len())
+        .map(|i| receiver(endpoints, i))
+        .collect()
+}
+
 async fn run_one(
     endpoints: &[Endpoint],
     op: Op,
@@ -344,22 +351,20 @@ async fn run_one(
     let chans = channels(endpoints, conns(args, clients))?;
     match op {
         Op::PushCase => {
+            let receivers = receivers(endpoints);
+            let size = args.size;
             closed_loop(
                 clients,
                 &chans,
                 args.duration,
-                |client, (endpoint, chan), seq| {
-                    let to = receiver(endpoints, *endpoint);
-                    let size = args.size;
+                move |client, (endpoint, chan), seq| {
+                    let req = case_request(
+                        &receivers[*endpoint],
+                        format!("bench-{}-{client}-{seq}", std::process::id()),
+                        size,
+                    );
                     let mut c = CaseServiceClient::new(chan.clone());
-                    async move {
-                        let req = case_request(
-                            &to,
-                            format!("bench-{}-{client}-{seq}", std::process::id()),
-                            size,
-                        );
-                        c.push_case(req).await.map(|_| ())
-                    }
+                    async move { c.push_case(req).await.map(|_| ()) }
                 },
             )
             .await
@@ -375,7 +380,7 @@ async fn run_one(
                 clients,
                 &chans,
                 args.duration,
-                |_, (endpoint, chan), seq| {
+                move |_, (endpoint, chan), seq| {
                     let mine = &ids[*endpoint];
                     let id = mine[seq as usize % mine.len()].clone();
                     let mut c = CaseServiceClient::new(chan.clone());
@@ -437,7 +442,7 @@ async fn closed_loop<F, Fut>(
     call: F,
 ) -> anyhow::Result<Figures>
 where
-    F: Fn(usize, &(usize, Channel), u64) -> Fut,
+    F: Fn(usize, &(usize, Channel), u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send + 'static,
 {
     let start = Instant::now();
@@ -445,46 +450,47 @@ where
     let end = measure_from + Duration::from_secs_f64(duration);
     let first_error: Arc<Mutex<Option<String>>> = Arc::default();
     let errors = Arc::new(AtomicU64::new(0));
-    let call = &call;
-    let loops = (0..clients).map(|client| {
-        let chan = &chans[client % chans.len()];
-        let first_error = first_error.clone();
-        let errors = errors.clone();
-        async move {
-            let mut lat = Vec::with_capacity(4096);
-            let mut seq = 0u64;
-            loop {
-                let t0 = Instant::now();
-                if t0 >= end {
-                    break;
-                }
-                let fut = call(client, chan, seq);
-                seq += 1;
-                // Spawned, so the load is spread over the runtime's threads.
-                let r = tokio::spawn(fut).await;
-                let counted = t0 >= measure_from;
-                match r {
-                    Ok(Ok(())) if counted => lat.push(t0.elapsed().as_micros() as u32),
-                    Ok(Ok(())) => {}
-                    Ok(Err(status)) => {
-                        if counted {
-                            errors.fetch_add(1, Ordering::Relaxed);
+    let call = Arc::new(call);
+    // Each loop is a task of its own that awaits its calls in place: a client
+    // costs no hand-off between threads beyond the channel's own.
+    let loops: Vec<_> = (0..clients)
+        .map(|client| {
+            let chan = chans[client % chans.len()].clone();
+            let first_error = first_error.clone();
+            let errors = errors.clone();
+            let call = call.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(4096);
+                let mut seq = 0u64;
+                loop {
+                    let t0 = Instant::now();
+                    if t0 >= end {
+                        break;
+                    }
+                    let r = call(client, &chan, seq).await;
+                    seq += 1;
+                    let counted = t0 >= measure_from;
+                    match r {
+                        Ok(()) if counted => lat.push(t0.elapsed().as_micros() as u32),
+                        Ok(()) => {}
+                        Err(status) => {
+                            if counted {
+                                errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                            locked(&first_error).get_or_insert_with(|| {
+                                format!("{:?}: {}", status.code(), status.message())
+                            });
                         }
-                        locked(&first_error).get_or_insert_with(|| {
-                            format!("{:?}: {}", status.code(), status.message())
-                        });
-                    }
-                    Err(e) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                        locked(&first_error).get_or_insert_with(|| e.to_string());
                     }
                 }
-            }
-            lat
-        }
-    });
-    let per_client = futures::future::join_all(loops).await;
-    let latencies_us: Vec<u32> = per_client.into_iter().flatten().collect();
+                lat
+            })
+        })
+        .collect();
+    let mut latencies_us: Vec<u32> = vec![];
+    for l in futures::future::join_all(loops).await {
+        latencies_us.extend(l.context("a client loop panicked")?);
+    }
     let first_error = locked(&first_error).take();
     Ok(Figures {
         ops: latencies_us.len() as u64,
@@ -541,15 +547,17 @@ async fn watch_fanout(
     let started_at: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
     let writes = {
         let started_at = started_at.clone();
+        let receivers = receivers(endpoints);
+        let size = args.size;
         closed_loop(
             16,
             chans,
             args.duration,
             move |client, (endpoint, chan), seq| {
                 let req = case_request(
-                    &receiver(endpoints, *endpoint),
+                    &receivers[*endpoint],
                     format!("bench-w-{}-{client}-{seq}", std::process::id()),
-                    args.size,
+                    size,
                 );
                 let mut c = CaseServiceClient::new(chan.clone());
                 let started_at = started_at.clone();
