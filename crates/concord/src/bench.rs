@@ -92,6 +92,30 @@ pub struct BenchArgs {
     /// --apply: log entries per apply call (a loaded leader applies about 20).
     #[arg(long, default_value_t = 20)]
     batch: usize,
+    /// Threads the load generator runs on; 0 for one per core.
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+}
+
+impl BenchArgs {
+    /// The runtime the load generator runs on. One thread by default: with
+    /// `--local` the clients share the machine with the nodes, and on one thread a
+    /// call's hand-offs (client task, channel buffer, connection) are queue pushes,
+    /// not wake-ups of another thread (docs/performance.md, "The load generator").
+    pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        match self.client_threads {
+            1 => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build(),
+            n => {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                if n > 1 {
+                    b.worker_threads(n);
+                }
+                b.enable_all().build()
+            }
+        }
+    }
 }
 
 struct Endpoint {

@@ -101,16 +101,18 @@ fn main() -> anyhow::Result<()> {
     // One crypto provider for the whole process (rustls cannot pick between two).
     concord_pki::install_default_provider();
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
     match cli.command {
-        Cmd::Node { config } => runtime.block_on(run_node(config)),
-        Cmd::Dev(args) => runtime.block_on(dev::run(args)),
+        Cmd::Node { config } => runtime()?.block_on(run_node(config)),
+        Cmd::Dev(args) => runtime()?.block_on(dev::run(args)),
         Cmd::Pki(cmd) => pki::run(cmd),
-        Cmd::Backup(args) => runtime.block_on(backup::backup(args)),
+        Cmd::Backup(args) => runtime()?.block_on(backup::backup(args)),
         Cmd::Restore(args) => backup::restore(args),
-        Cmd::Bench(args) => runtime.block_on(bench::run(args)),
+        Cmd::Bench(args) => args.runtime()?.block_on(bench::run(args)),
     }
 }
 
