@@ -239,20 +239,40 @@ mod tests {
     use std::sync::Mutex;
 
     use concord_domain::{Command, Outcome, Response};
-    use concord_proto::raft::v1::raft_service_server::{RaftService, RaftServiceServer};
-    use tonic::{Request, Status};
+    use tonic::Status;
 
     use super::*;
+    use crate::test_peer::TestPeer;
 
-    /// Forwarding as a leader from before batches does it: its `ForwardRequest`
-    /// had `Write` and `ReadIndex` only, so a batch does not decode (the
-    /// InvalidArgument of `services::raft::parse_data`). It answers slowly, so
-    /// writes queue behind the forwarder's slots and go as batches first.
-    #[derive(Default)]
-    struct OlderLeader {
-        request_ids: Mutex<Vec<String>>,
+    /// The leader's answer to write `w-<n>`: revision 1000 + n, so a test knows
+    /// which write an answer is for.
+    fn written_as(request_id: &str) -> Result<RaftPayload, Status> {
+        let n: u64 = request_id
+            .trim_start_matches("w-")
+            .parse()
+            .map_err(|_| Status::invalid_argument(format!("request id {request_id}")))?;
+        let reply: Result<ForwardReply, ForwardError> = Ok(ForwardReply::Written(Response {
+            revision: 1000 + n,
+            result: Ok(Outcome::Nothing),
+            replayed: false,
+        }));
+        Ok(RaftPayload {
+            data: encode(&reply).map_err(|e| Status::internal(e.to_string()))?,
+            chunk: vec![],
+        })
     }
 
+    /// A leader of this version answering a single forwarded write.
+    fn written(data: &[u8]) -> Result<RaftPayload, Status> {
+        match decode::<ForwardRequest>(data) {
+            Ok(ForwardRequest::Write(w)) => written_as(&w.request_id),
+            _ => Err(Status::invalid_argument("expected a single write")),
+        }
+    }
+
+    /// A `ForwardRequest` of a leader from before batches: `Write` and `ReadIndex`
+    /// only, so a batch does not decode (the InvalidArgument of
+    /// `services::raft::parse_data`).
     #[derive(serde::Deserialize)]
     enum OlderForwardRequest {
         Write {
@@ -264,46 +284,14 @@ mod tests {
         ReadIndex,
     }
 
-    #[tonic::async_trait]
-    impl RaftService for OlderLeader {
-        async fn append_entries(
-            &self,
-            _: Request<RaftPayload>,
-        ) -> Result<tonic::Response<RaftPayload>, Status> {
-            Err(Status::unimplemented("not in this test"))
-        }
-        type AppendEntriesStreamStream =
-            std::pin::Pin<Box<dyn futures::Stream<Item = Result<RaftPayload, Status>> + Send>>;
-        async fn append_entries_stream(
-            &self,
-            _: Request<tonic::Streaming<RaftPayload>>,
-        ) -> Result<tonic::Response<Self::AppendEntriesStreamStream>, Status> {
-            Err(Status::unimplemented("an older leader has no such method"))
-        }
-        type ForwardStreamStream = Self::AppendEntriesStreamStream;
-        async fn forward_stream(
-            &self,
-            _: Request<tonic::Streaming<RaftPayload>>,
-        ) -> Result<tonic::Response<Self::ForwardStreamStream>, Status> {
-            Err(Status::unimplemented("an older leader has no such method"))
-        }
-        async fn vote(
-            &self,
-            _: Request<RaftPayload>,
-        ) -> Result<tonic::Response<RaftPayload>, Status> {
-            Err(Status::unimplemented("not in this test"))
-        }
-        async fn install_snapshot(
-            &self,
-            _: Request<RaftPayload>,
-        ) -> Result<tonic::Response<RaftPayload>, Status> {
-            Err(Status::unimplemented("not in this test"))
-        }
-        async fn forward(
-            &self,
-            req: Request<RaftPayload>,
-        ) -> Result<tonic::Response<RaftPayload>, Status> {
-            let req: OlderForwardRequest = decode(&req.into_inner().data)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_leader_that_cannot_decode_batches_gets_the_writes_one_by_one() {
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let recorded = seen.clone();
+        // It answers slowly, so writes queue behind the forwarder's slots and go
+        // as batches first; and it has no streams.
+        let leader = TestPeer::new(move |data| {
+            let req: OlderForwardRequest = decode(data)
                 .map_err(|e| Status::invalid_argument(format!("undecodable raft payload: {e}")))?;
             let OlderForwardRequest::Write {
                 actor, request_id, ..
@@ -311,37 +299,13 @@ mod tests {
             else {
                 return Err(Status::unimplemented("not in this test"));
             };
-            tokio::time::sleep(Duration::from_millis(30)).await;
             assert_eq!(actor, "SAMR");
-            // The revision tells which write this answers: w-<n> gets 1000 + n.
-            let n: u64 = request_id
-                .trim_start_matches("w-")
-                .parse()
-                .map_err(|_| Status::invalid_argument(format!("request id {request_id}")))?;
-            self.request_ids.lock().unwrap().push(request_id);
-            let reply: Result<ForwardReply, ForwardError> = Ok(ForwardReply::Written(Response {
-                revision: 1000 + n,
-                result: Ok(Outcome::Nothing),
-                replayed: false,
-            }));
-            Ok(tonic::Response::new(RaftPayload {
-                data: encode(&reply).map_err(|e| Status::internal(e.to_string()))?,
-                chunk: vec![],
-            }))
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_leader_that_cannot_decode_batches_gets_the_writes_one_by_one() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let leader = Arc::new(OlderLeader::default());
-        let service = RaftServiceServer::from_arc(leader.clone());
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
+            recorded.lock().unwrap().push(request_id.clone());
+            written_as(&request_id)
+        })
+        .without_streams()
+        .unary_answers_after(Duration::from_millis(30));
+        let addr = leader.serve().await;
         let metrics = Metrics::new(2, "SAMR");
         let forwarder = Forwarder::start(Peers::new(None), metrics.clone());
         let writes = (0..12).map(|n| {
@@ -361,100 +325,13 @@ mod tests {
                 Err(e) => panic!("w-{n} was not answered: {e:?}"),
             }
         }
-        let mut seen = leader.request_ids.lock().unwrap().clone();
+        let mut seen = seen.lock().unwrap().clone();
         seen.sort();
         let mut expected: Vec<_> = (0..12).map(|n| format!("w-{n}")).collect();
         expected.sort();
         assert_eq!(seen, expected, "each write reached the leader once");
         // Batches were tried (and refused), not only single writes.
         assert!(metrics.forward_batches.get() < metrics.forwarded_writes.get());
-    }
-
-    /// A leader of this version: forwards arrive on `ForwardStream`s, and the
-    /// first one is answered only after 500 ms.
-    #[derive(Clone, Default)]
-    struct StreamingLeader {
-        first_answered: Arc<std::sync::atomic::AtomicBool>,
-        streams: Arc<std::sync::atomic::AtomicUsize>,
-        unary: Arc<std::sync::atomic::AtomicUsize>,
-    }
-
-    fn written(data: &[u8]) -> RaftPayload {
-        let Ok(ForwardRequest::Write(w)) = decode::<ForwardRequest>(data) else {
-            panic!("expected a single write");
-        };
-        let n: u64 = w.request_id.trim_start_matches("w-").parse().unwrap();
-        let reply: Result<ForwardReply, ForwardError> = Ok(ForwardReply::Written(Response {
-            revision: 1000 + n,
-            result: Ok(Outcome::Nothing),
-            replayed: false,
-        }));
-        RaftPayload {
-            data: encode(&reply).unwrap(),
-            chunk: vec![],
-        }
-    }
-
-    type Replies =
-        std::pin::Pin<Box<dyn futures::Stream<Item = Result<RaftPayload, Status>> + Send>>;
-
-    #[tonic::async_trait]
-    impl RaftService for StreamingLeader {
-        async fn append_entries(
-            &self,
-            _: Request<RaftPayload>,
-        ) -> Result<tonic::Response<RaftPayload>, Status> {
-            Err(Status::unimplemented("not in this test"))
-        }
-        type AppendEntriesStreamStream = Replies;
-        async fn append_entries_stream(
-            &self,
-            _: Request<tonic::Streaming<RaftPayload>>,
-        ) -> Result<tonic::Response<Replies>, Status> {
-            Err(Status::unimplemented("not in this test"))
-        }
-        async fn vote(
-            &self,
-            _: Request<RaftPayload>,
-        ) -> Result<tonic::Response<RaftPayload>, Status> {
-            Err(Status::unimplemented("not in this test"))
-        }
-        async fn install_snapshot(
-            &self,
-            _: Request<RaftPayload>,
-        ) -> Result<tonic::Response<RaftPayload>, Status> {
-            Err(Status::unimplemented("not in this test"))
-        }
-        async fn forward(
-            &self,
-            req: Request<RaftPayload>,
-        ) -> Result<tonic::Response<RaftPayload>, Status> {
-            self.unary.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Ok(tonic::Response::new(written(&req.into_inner().data)))
-        }
-        type ForwardStreamStream = Replies;
-        async fn forward_stream(
-            &self,
-            req: Request<tonic::Streaming<RaftPayload>>,
-        ) -> Result<tonic::Response<Replies>, Status> {
-            self.streams
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let leader = self.clone();
-            let replies = futures::stream::unfold(req.into_inner(), move |mut requests| {
-                let leader = leader.clone();
-                async move {
-                    let request = requests.message().await.ok()??;
-                    let first = !leader
-                        .first_answered
-                        .swap(true, std::sync::atomic::Ordering::SeqCst);
-                    if first {
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                    Some((Ok(written(&request.data)), requests))
-                }
-            });
-            Ok(tonic::Response::new(Box::pin(replies)))
-        }
     }
 
     fn write(n: u64) -> ForwardRequest {
@@ -478,14 +355,8 @@ mod tests {
     /// given up on takes its stream along: its late answer goes to nobody.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_forwards_get_their_own_answers_and_an_abandoned_one_answers_nobody() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let leader = StreamingLeader::default();
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(RaftServiceServer::new(leader.clone()))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
+        let leader = TestPeer::new(written).first_streamed_answer_after(Duration::from_millis(500));
+        let addr = leader.serve().await;
         let peers = Peers::new(None);
         let abandoned = call(&peers, 1, &addr, &write(1), Duration::from_millis(100)).await;
         assert!(abandoned.is_err(), "{abandoned:?}");
@@ -499,11 +370,16 @@ mod tests {
             assert_eq!(revision(a), 1010 + round);
             assert_eq!(revision(b), 1020 + round);
         }
-        let opened = leader.streams.load(std::sync::atomic::Ordering::SeqCst);
+        let opened = leader
+            .streams_opened
+            .load(std::sync::atomic::Ordering::SeqCst);
         assert!(
             (2..=3).contains(&opened),
             "{opened} streams for two at a time"
         );
-        assert_eq!(leader.unary.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(
+            leader.unary_calls.load(std::sync::atomic::Ordering::SeqCst),
+            0
+        );
     }
 }

@@ -32,6 +32,8 @@ pub mod ops;
 pub mod rpc;
 pub mod server;
 pub mod services;
+#[cfg(test)]
+mod test_peer;
 pub mod transport;
 
 pub use config::NodeConfig;

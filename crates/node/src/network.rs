@@ -511,138 +511,45 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
 mod tests {
     use super::*;
 
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
 
-    use concord_proto::raft::v1::raft_service_server::{RaftService, RaftServiceServer};
-    use tonic::{Request, Response, Status, Streaming};
+    use tonic::Status;
 
-    /// A peer that answers each AppendEntries with `PartialSuccess(prev_log_id)`,
-    /// so a reply says which request it answers.
-    #[derive(Clone)]
-    struct Peer {
-        /// false: a node of an earlier version, with no AppendEntriesStream.
-        streams: Arc<AtomicBool>,
-        stream_attempts: Arc<AtomicUsize>,
-        /// The first streamed request is answered only after this long.
-        first_delay: Duration,
-        delayed: Arc<AtomicBool>,
-        unary_calls: Arc<AtomicUsize>,
-        streams_opened: Arc<AtomicUsize>,
-    }
+    use crate::test_peer::TestPeer;
 
-    fn echo(data: &[u8]) -> RaftPayload {
-        let req: AppendEntriesRequest<TypeConfig> = decode(data).unwrap();
+    /// Answers each AppendEntries with `PartialSuccess(prev_log_id)`, so a reply
+    /// says which request it answers.
+    fn echo(data: &[u8]) -> Result<RaftPayload, Status> {
+        let req: AppendEntriesRequest<TypeConfig> =
+            decode(data).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let reply: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> =
             Ok(AppendEntriesResponse::PartialSuccess(req.prev_log_id));
-        RaftPayload {
-            data: encode(&reply).unwrap(),
+        Ok(RaftPayload {
+            data: encode(&reply).map_err(|e| Status::internal(e.to_string()))?,
             chunk: vec![],
-        }
+        })
     }
 
-    type Replies =
-        std::pin::Pin<Box<dyn futures::Stream<Item = Result<RaftPayload, Status>> + Send>>;
-
-    #[tonic::async_trait]
-    impl RaftService for Peer {
-        async fn append_entries(
-            &self,
-            req: Request<RaftPayload>,
-        ) -> Result<Response<RaftPayload>, Status> {
-            self.unary_calls.fetch_add(1, Ordering::SeqCst);
-            Ok(Response::new(echo(&req.into_inner().data)))
-        }
-
-        type AppendEntriesStreamStream = Replies;
-
-        async fn append_entries_stream(
-            &self,
-            req: Request<Streaming<RaftPayload>>,
-        ) -> Result<Response<Replies>, Status> {
-            self.stream_attempts.fetch_add(1, Ordering::SeqCst);
-            if !self.streams.load(Ordering::SeqCst) {
-                return Err(Status::unimplemented("no such method"));
-            }
-            self.streams_opened.fetch_add(1, Ordering::SeqCst);
-            let peer = self.clone();
-            let replies = futures::stream::unfold(req.into_inner(), move |mut requests| {
-                let peer = peer.clone();
-                async move {
-                    let request = requests.message().await.ok()??;
-                    if !peer.delayed.swap(true, Ordering::SeqCst) {
-                        tokio::time::sleep(peer.first_delay).await;
-                    }
-                    Some((Ok(echo(&request.data)), requests))
-                }
-            });
-            Ok(Response::new(Box::pin(replies)))
-        }
-
-        type ForwardStreamStream = Replies;
-
-        async fn forward_stream(
-            &self,
-            _: Request<Streaming<RaftPayload>>,
-        ) -> Result<Response<Replies>, Status> {
-            Err(Status::unimplemented("not in this test"))
-        }
-
-        async fn vote(&self, _: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-            Err(Status::unimplemented("not in this test"))
-        }
-
-        async fn install_snapshot(
-            &self,
-            _: Request<RaftPayload>,
-        ) -> Result<Response<RaftPayload>, Status> {
-            Err(Status::unimplemented("not in this test"))
-        }
-
-        async fn forward(&self, _: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-            Err(Status::unimplemented("not in this test"))
-        }
-    }
-
-    impl Peer {
-        fn new(streams: bool, first_delay: Duration) -> Peer {
-            Peer {
-                streams: Arc::new(AtomicBool::new(streams)),
-                stream_attempts: Arc::default(),
-                first_delay,
-                delayed: Arc::default(),
-                unary_calls: Arc::default(),
-                streams_opened: Arc::default(),
-            }
-        }
-
-        /// Serves on a loopback port; a leader's view of it.
-        async fn serve(&self) -> PeerNetwork {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap().to_string();
-            let svc = RaftServiceServer::new(self.clone());
-            tokio::spawn(
-                tonic::transport::Server::builder()
-                    .add_service(svc)
-                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-            );
-            let mut factory = NetworkFactory {
-                peers: Peers::new(None),
-                snapshot_timeouts: SnapshotTimeouts {
-                    chunk: Duration::from_secs(10),
-                    install_bytes_per_s: 1 << 20,
+    /// Serves `peer` on a loopback port; a leader's view of it.
+    async fn leader_view(peer: &TestPeer) -> PeerNetwork {
+        let addr = peer.serve().await;
+        let mut factory = NetworkFactory {
+            peers: Peers::new(None),
+            snapshot_timeouts: SnapshotTimeouts {
+                chunk: Duration::from_secs(10),
+                install_bytes_per_s: 1 << 20,
+            },
+            snapshot_sends: SnapshotSends::default(),
+        };
+        factory
+            .new_client(
+                2,
+                &NodeInfo {
+                    addr,
+                    ..NodeInfo::default()
                 },
-                snapshot_sends: SnapshotSends::default(),
-            };
-            factory
-                .new_client(
-                    2,
-                    &NodeInfo {
-                        addr,
-                        ..NodeInfo::default()
-                    },
-                )
-                .await
-        }
+            )
+            .await
     }
 
     fn request(prev_index: u64) -> AppendEntriesRequest<TypeConfig> {
@@ -666,8 +573,8 @@ mod tests {
 
     #[tokio::test]
     async fn appends_share_one_stream_and_each_gets_its_own_answer() {
-        let peer = Peer::new(true, Duration::ZERO);
-        let mut net = peer.serve().await;
+        let peer = TestPeer::new(echo);
+        let mut net = leader_view(&peer).await;
         let ttl = RPCOption::new(Duration::from_secs(5));
         for i in 1..=20 {
             assert_eq!(
@@ -683,8 +590,8 @@ mod tests {
     /// comes, must not be taken for the answer to the next request.
     #[tokio::test]
     async fn an_abandoned_append_takes_its_stream_and_its_late_answer_with_it() {
-        let peer = Peer::new(true, Duration::from_millis(500));
-        let mut net = peer.serve().await;
+        let peer = TestPeer::new(echo).first_streamed_answer_after(Duration::from_millis(500));
+        let mut net = leader_view(&peer).await;
         let short = RPCOption::new(Duration::from_millis(100));
         assert!(net.append_entries(request(1), short).await.is_err());
         let ttl = RPCOption::new(Duration::from_secs(5));
@@ -701,8 +608,8 @@ mod tests {
     /// upgraded too.
     #[tokio::test]
     async fn a_peer_without_the_stream_gets_unary_appends_until_it_has_one() {
-        let peer = Peer::new(false, Duration::ZERO);
-        let mut net = peer.serve().await;
+        let peer = TestPeer::new(echo).without_streams();
+        let mut net = leader_view(&peer).await;
         let ttl = RPCOption::new(Duration::from_secs(5));
         for i in 1..=3 {
             assert_eq!(
