@@ -101,7 +101,8 @@ impl BenchArgs {
     /// The runtime the load generator runs on. One thread by default: with
     /// `--local` the clients share the machine with the nodes, and on one thread a
     /// call's hand-offs (client task, channel buffer, connection) are queue pushes,
-    /// not wake-ups of another thread (docs/performance.md, "The load generator").
+    /// not wake-ups of another thread (docs/performance.md, "The shipped build, and
+    /// the load generator").
     pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
         match self.client_threads {
             1 => tokio::runtime::Builder::new_current_thread()
