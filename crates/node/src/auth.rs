@@ -108,16 +108,7 @@ fn authenticate(core: &NodeCore, req: &Request<()>, surface: Surface) -> Result<
 fn permit(core: &NodeCore, id: &Identity, surface: Surface) -> Result<(), Refusal> {
     let own = id.department == core.department;
     match (surface, id.role) {
-        (Surface::Raft, CertRole::Node) => {
-            if is_member_department(core, &id.department) {
-                Ok(())
-            } else {
-                Err(Refusal::NotMember(format!(
-                    "node certificate of {} refused on RaftService: no member of this cluster belongs to {}",
-                    id.department, id.department
-                )))
-            }
-        }
+        (Surface::Raft, CertRole::Node) => raft_member(core, &id.department),
         (Surface::Raft, role) => Err(Refusal::WrongRole(format!(
             "a {role} certificate ({}) may not use RaftService; it is for nodes",
             id.department
@@ -149,8 +140,6 @@ fn permit(core: &NodeCore, id: &Identity, surface: Surface) -> Result<(), Refusa
     }
 }
 
-/// Whether a node of `department` is in this node's membership. A node that has
-/// not joined a cluster yet has no membership and accepts the leader that adds it.
 /// A raft stream is authenticated when it opens; each message on it is checked
 /// again for membership, so a department whose nodes were all removed is refused
 /// on the streams they already had, as on their next unary call.
@@ -158,16 +147,24 @@ pub fn still_member(core: &NodeCore, caller: &Caller) -> Result<(), Status> {
     let Some(department) = caller.node_department() else {
         return Ok(());
     };
+    raft_member(core, department).map_err(|refusal| {
+        core.security.refusals.record(refusal.clone(), &caller.peer);
+        NodeError::Refused(refusal).into()
+    })
+}
+
+/// RaftService is for nodes of departments in this node's membership.
+fn raft_member(core: &NodeCore, department: &str) -> Result<(), Refusal> {
     if is_member_department(core, department) {
         return Ok(());
     }
-    let refusal = Refusal::NotMember(format!(
+    Err(Refusal::NotMember(format!(
         "node certificate of {department} refused on RaftService: no member of this cluster belongs to {department}"
-    ));
-    core.security.refusals.record(refusal.clone(), &caller.peer);
-    Err(NodeError::Refused(refusal).into())
+    )))
 }
 
+/// Whether a node of `department` is in this node's membership. A node that has
+/// not joined a cluster yet has no membership and accepts the leader that adds it.
 fn is_member_department(core: &NodeCore, department: &str) -> bool {
     let metrics = core.raft.metrics();
     let m = metrics.borrow();

@@ -126,17 +126,13 @@ impl Peers {
             Err(e) => return Some(Err(tonic::Status::unavailable(e.to_string()))),
         };
         let open = lock(&self.forward_streams).get_mut(addr).and_then(Vec::pop);
-        let exchanged = exchange(client, StreamRpc::Forward, open, request);
-        match tokio::time::timeout(timeout, exchanged).await {
-            Err(_) => Some(Err(tonic::Status::deadline_exceeded(format!(
-                "no answer within {timeout:?}"
-            )))),
-            Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => {
+        match exchange_within(client, StreamRpc::Forward, open, request, timeout).await {
+            Err(s) => Some(Err(s)),
+            Ok(None) => {
                 lock(&self.unary_forwards).insert(addr.to_string(), Instant::now());
                 None
             }
-            Ok(Err(s)) => Some(Err(s)),
-            Ok(Ok((stream, reply))) => {
+            Ok(Some((stream, reply))) => {
                 let mut idle = lock(&self.forward_streams);
                 let streams = idle.entry(addr.to_string()).or_default();
                 if streams.len() < IDLE_FORWARD_STREAMS {
@@ -335,6 +331,24 @@ async fn exchange(
     }
 }
 
+/// [`exchange`] within `timeout`; Ok(None) when the peer has no such stream
+/// (it answered UNIMPLEMENTED: a version before the streams).
+async fn exchange_within(
+    client: RaftServiceClient<Channel>,
+    rpc: StreamRpc,
+    open: Option<CallStream>,
+    request: RaftPayload,
+    timeout: Duration,
+) -> Result<Option<(CallStream, RaftPayload)>, tonic::Status> {
+    match tokio::time::timeout(timeout, exchange(client, rpc, open, request)).await {
+        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+            "no answer within {timeout:?}"
+        ))),
+        Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => Ok(None),
+        Ok(exchanged) => exchanged.map(Some),
+    }
+}
+
 fn status_error<E: std::error::Error>(s: tonic::Status) -> RpcErr<E> {
     if s.code() == tonic::Code::Unavailable {
         RPCError::Unreachable(Unreachable::new(&TransportError(s.to_string())))
@@ -347,11 +361,13 @@ fn status_error<E: std::error::Error>(s: tonic::Status) -> RpcErr<E> {
 #[error("{0}")]
 struct TransportError(String);
 
-/// The raft RPCs a peer serves.
+/// A map's lock, still usable after a panic elsewhere (its maps hold no invariant
+/// a half-made change could break).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The raft RPCs a peer serves.
 #[derive(Clone, Copy)]
 enum RaftRpc {
     AppendEntries,
@@ -439,14 +455,10 @@ impl PeerNetwork {
             chunk: vec![],
         };
         let open = self.append_stream.take();
-        let exchanged = exchange(client, StreamRpc::AppendEntries, open, request);
-        match tokio::time::timeout(timeout, exchanged).await {
-            Err(_) => Some(Err(RPCError::Network(NetworkError::new(&TransportError(
-                format!("no answer within {timeout:?}"),
-            ))))),
-            Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => None,
-            Ok(Err(s)) => Some(Err(status_error(s))),
-            Ok(Ok((stream, reply))) => {
+        match exchange_within(client, StreamRpc::AppendEntries, open, request, timeout).await {
+            Err(s) => Some(Err(status_error(s))),
+            Ok(None) => None,
+            Ok(Some((stream, reply))) => {
                 self.append_stream = Some(stream);
                 Some(self.answer(&reply))
             }

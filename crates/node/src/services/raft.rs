@@ -34,10 +34,16 @@ impl RaftSvc {
     /// read. The first refused or undecodable request ends the stream with its
     /// status, and so does this node's shutdown (which waits for open streams to
     /// end); the sender opens a new one.
-    fn in_turn(&self, caller: Caller, requests: Streaming<RaftPayload>, answer: Answer) -> Replies {
+    fn in_turn(
+        &self,
+        req: Request<Streaming<RaftPayload>>,
+        answer: Answer,
+    ) -> Result<Response<Replies>, Status> {
+        let caller = caller(&req)?;
+        let requests = req.into_inner();
         let stopping = self.core.stopping.subscribe();
         let state = (self.clone(), caller, requests, stopping, false);
-        Box::pin(futures::stream::unfold(
+        Ok(Response::new(Box::pin(futures::stream::unfold(
             state,
             move |(svc, caller, mut requests, mut stopping, ended)| async move {
                 if ended {
@@ -60,7 +66,7 @@ impl RaftSvc {
                 let ended = reply.is_err();
                 Some((reply, (svc, caller, requests, stopping, ended)))
             },
-        ))
+        ))))
     }
 
     /// One forwarded request from `caller`, answered as the unary call answers it.
@@ -147,12 +153,7 @@ impl RaftService for RaftSvc {
         &self,
         req: Request<Streaming<RaftPayload>>,
     ) -> Result<Response<Replies>, Status> {
-        let caller = caller(&req)?;
-        Ok(Response::new(self.in_turn(
-            caller,
-            req.into_inner(),
-            Answer::Append,
-        )))
+        self.in_turn(req, Answer::Append)
     }
 
     type ForwardStreamStream = Replies;
@@ -162,12 +163,7 @@ impl RaftService for RaftSvc {
         &self,
         req: Request<Streaming<RaftPayload>>,
     ) -> Result<Response<Replies>, Status> {
-        let caller = caller(&req)?;
-        Ok(Response::new(self.in_turn(
-            caller,
-            req.into_inner(),
-            Answer::Forward,
-        )))
+        self.in_turn(req, Answer::Forward)
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
