@@ -19,6 +19,7 @@ use concord_domain::state::keys;
 use concord_domain::{StateRead, StorageFault};
 
 use crate::reader::KeyspaceView;
+use crate::request_ids::RequestIds;
 
 /// Keys under these prefixes are cached.
 const META: &str = "meta/";
@@ -70,10 +71,14 @@ pub(crate) fn lock(hot: &Mutex<HotKeys>) -> std::sync::MutexGuard<'_, HotKeys> {
 pub(crate) struct CachedView<'a> {
     pub base: KeyspaceView<'a>,
     pub hot: &'a Mutex<HotKeys>,
+    pub request_ids: &'a RequestIds,
 }
 
 impl StateRead for CachedView<'_> {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageFault> {
+        if key.starts_with(keys::DEDUP) && !self.request_ids.may_hold(key) {
+            return Ok(None);
+        }
         if !is_hot(key) {
             return self.base.get(key);
         }

@@ -27,6 +27,7 @@ pub(crate) mod keyspaces;
 mod legacy;
 pub mod log_store;
 pub mod reader;
+mod request_ids;
 pub mod snapshot;
 pub mod state_machine;
 pub mod wal;
@@ -131,6 +132,8 @@ pub(crate) struct Shared {
     pub build_lock: tokio::sync::Mutex<()>,
     /// What the applies read most (`hot`).
     pub hot: std::sync::Mutex<hot::HotKeys>,
+    /// Which request ids the state certainly does not remember (`request_ids`).
+    pub request_ids: request_ids::RequestIds,
     pub options: StoreOptions,
 }
 
@@ -191,8 +194,12 @@ pub fn open(
         apply_lock: tokio::sync::Mutex::new(()),
         build_lock: tokio::sync::Mutex::new(()),
         hot: Default::default(),
+        request_ids: Default::default(),
         options,
     });
+    // No apply runs before `open` returns, so the build sees every remembered id
+    // (an install by `recover` clears it and builds it again).
+    state_machine::rebuild_request_ids(&shared);
     let sm = StateMachine::new(shared.clone());
     sm.recover()?;
     Ok((LogStore::new(shared.clone()), sm, StoreReader::new(shared)))

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use concord_domain::state::keys;
 use concord_domain::{Outcome, Overlay, Response};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -18,6 +19,7 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use crate::hot::{self, CachedView};
 use crate::keyspaces::StateKeyspaces;
 use crate::reader::KeyspaceView;
+use crate::request_ids;
 use crate::snapshot::{self, Meta};
 use crate::{sm_keys, NodeId, NodeInfo, Shared, StorageError, TypeConfig};
 
@@ -142,6 +144,7 @@ fn begin_install(shared: &Shared) -> Result<(), StorageError> {
     // that must not be read (openraft stops the node; a restart resumes the install).
     shared.installs.fetch_or(1, Ordering::SeqCst);
     hot::lock(&shared.hot).clear();
+    shared.request_ids.clear();
     remove_all(shared).map_err(|e| sm_err(ErrorVerb::Write, e))?;
     Ok(())
 }
@@ -222,7 +225,15 @@ fn finish_install(shared: &Shared, checked: Checked) -> Result<Meta, StorageErro
     shared
         .applied
         .send_replace(meta.last_log_id.map_or(0, |l| l.index));
+    rebuild_request_ids(shared);
     Ok(meta)
+}
+
+/// Builds the request-id filter from the state as of now. The caller holds the
+/// apply lock, or no apply can run yet.
+pub(crate) fn rebuild_request_ids(shared: &Shared) {
+    let index = shared.sm.for_key(&sm_keys::state(keys::DEDUP_BY_TIME));
+    shared.request_ids.rebuild(&shared.db, index);
 }
 
 /// Writes the entries `read` produces into the (empty) state keyspaces as sorted
@@ -279,6 +290,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let base = CachedView {
             base: KeyspaceView(sm),
             hot: &self.shared.hot,
+            request_ids: &self.shared.request_ids,
         };
         let mut writes: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
         let mut batch = self.shared.db.batch();
@@ -325,9 +337,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(responses);
         };
         let mut hot_writes = vec![];
+        let (mut ids_added, mut ids_purged) = (vec![], 0);
         for (k, v) in writes {
             if hot::is_hot(&k) {
                 hot_writes.push((k.clone(), v.clone()));
+            }
+            if k.starts_with(keys::DEDUP) {
+                match v {
+                    Some(_) => ids_added.push(request_ids::key_hash(&k)),
+                    None => ids_purged += 1,
+                }
             }
             let key = sm_keys::state(&k);
             let keyspace = sm.for_key(&key);
@@ -344,6 +363,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.compact_events(last.index, &mut batch)?;
         batch.commit().map_err(|e| sm_err(ErrorVerb::Write, e))?;
         hot::lock(&self.shared.hot).committed(hot_writes);
+        if self.shared.request_ids.applied(&ids_added, ids_purged) {
+            rebuild_request_ids(&self.shared);
+        }
         self.shared.applied.send_replace(last.index);
         Ok(responses)
     }
