@@ -313,9 +313,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     let t = concord_domain::apply(&view, &envelope, revision)
                         .map_err(|e| sm_err(ErrorVerb::Read, e))?;
                     writes.extend(t.writes);
-                    for (seq, event) in t.events.iter().enumerate() {
-                        let bytes =
-                            serde_json::to_vec(event).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+                    for (seq, bytes) in t.encoded_events.into_iter().enumerate() {
                         batch.insert(sm.events(), sm_keys::event(revision, seq as u32), bytes);
                     }
                     responses.push(t.response);

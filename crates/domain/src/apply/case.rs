@@ -87,7 +87,8 @@ impl Tx<'_> {
 
     /// Saves the case record alone (its stage and indexes unchanged) and emits it.
     fn record_case(&mut self, case: &Case, action: &str) -> Result<(), Failure> {
-        self.put(keys::case(&case.id), case);
+        let json = encode(case);
+        self.writes.insert(keys::case(&case.id), Some(json.clone()));
         let audience = audience(self, case)?;
         self.emit(
             RecordKind::Case,
@@ -96,6 +97,10 @@ impl Tx<'_> {
             audience,
             EventRecord::Case(case.clone()),
         );
+        // The event carries the same JSON (`event::encode`).
+        if let Some(last) = self.event_records.last_mut() {
+            *last = Some(json);
+        }
         Ok(())
     }
 
@@ -150,7 +155,26 @@ pub(super) fn push_case(tx: &mut Tx, spec: &CaseSpec) -> Result<Outcome, Failure
             .into())
         }
     }
-    Ok(Outcome::Cases(open_handoff(tx, spec, None)?))
+    let first_event = tx.events.len();
+    let cases = open_handoff(tx, spec, None)?;
+    // The outcome is the cases as just recorded, one event each: the request-id
+    // record takes their JSON from there rather than encoding them again.
+    let recorded: Option<Vec<&[u8]>> = tx.event_records[first_event..]
+        .iter()
+        .map(Option::as_deref)
+        .collect();
+    if let Some(recorded) = recorded.filter(|r| r.len() == cases.len()) {
+        let mut json = b"{\"cases\":[".to_vec();
+        for (i, case) in recorded.iter().enumerate() {
+            if i > 0 {
+                json.push(b',');
+            }
+            json.extend_from_slice(case);
+        }
+        json.extend_from_slice(b"]}");
+        tx.outcome_json = Some(json);
+    }
+    Ok(Outcome::Cases(cases))
 }
 
 /// Opens one case per receiver of `spec`, from the actor, under the hand-off
@@ -169,7 +193,7 @@ pub(super) fn open_handoff(
             )
             .into());
         }
-        if tx.get::<Department>(&keys::department(d))?.is_none() {
+        if !tx.holds(&keys::department(d))? {
             return Err(DomainError::invalid(
                 format!("case.to[{i}]"),
                 format!("unknown department {d}"),

@@ -34,6 +34,8 @@ pub struct Transition {
     /// In key order, so every replica writes the same bytes in the same order.
     pub writes: Vec<Write>,
     pub events: Vec<Event>,
+    /// The JSON of each of `events`, as the store keeps it.
+    pub encoded_events: Vec<Vec<u8>>,
     pub response: Response,
 }
 
@@ -46,6 +48,28 @@ struct DedupRecord {
     /// rather than answered with the first command's result. Empty in old records.
     #[serde(default)]
     command_digest: String,
+}
+
+/// What `encode(&DedupRecord { response, at_ms, command_digest })` gives, for a
+/// successful `response` whose outcome's JSON is `outcome` already.
+fn dedup_record_json(response: &Response, outcome: &[u8], at_ms: i64, digest: &str) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut out = Vec::with_capacity(outcome.len() + 160);
+    // Writes to a Vec cannot fail; a digest is hex, which needs no escaping.
+    let _ = write!(
+        out,
+        "{{\"response\":{{\"revision\":{},\"result\":{{\"Ok\":",
+        response.revision
+    );
+    out.extend_from_slice(outcome);
+    let _ = write!(
+        out,
+        "}},\"replayed\":{}}},\"at_ms\":{at_ms},\"command_digest\":",
+        response.replayed
+    );
+    let _ = serde_json::to_writer(&mut out, digest);
+    out.push(b'}');
+    out
 }
 
 fn command_digest(command: &Command) -> String {
@@ -81,6 +105,7 @@ pub fn apply(
                 return Ok(Transition {
                     writes: vec![],
                     events: vec![],
+                    encoded_events: vec![],
                     response: Response {
                         revision,
                         result: Err(DomainError::invalid(
@@ -98,6 +123,7 @@ pub fn apply(
             return Ok(Transition {
                 writes: vec![],
                 events: vec![],
+                encoded_events: vec![],
                 response: record.response,
             });
         }
@@ -108,12 +134,15 @@ pub fn apply(
         revision,
         writes: BTreeMap::new(),
         events: vec![],
+        event_records: vec![],
+        outcome_json: None,
     };
     let result = match execute(&mut tx, &env.command) {
         Ok(outcome) => Ok(outcome),
         Err(Failure::Refused(e)) => {
             tx.writes.clear();
             tx.events.clear();
+            tx.event_records.clear();
             Err(e)
         }
         Err(Failure::Fault(f)) => return Err(f),
@@ -149,20 +178,33 @@ pub fn apply(
         replayed: false,
     };
     if !env.request_id.is_empty() {
-        let record = DedupRecord {
-            response: response.clone(),
-            at_ms: env.timestamp_ms,
-            command_digest: digest,
+        let json = match (&response.result, tx.outcome_json.take()) {
+            (Ok(_), Some(outcome)) => {
+                dedup_record_json(&response, &outcome, env.timestamp_ms, &digest)
+            }
+            _ => encode(&DedupRecord {
+                response: response.clone(),
+                at_ms: env.timestamp_ms,
+                command_digest: digest,
+            }),
         };
-        tx.put(keys::dedup(&owner, &env.request_id), &record);
+        tx.writes
+            .insert(keys::dedup(&owner, &env.request_id), Some(json));
         tx.writes.insert(
             keys::dedup_by_time(env.timestamp_ms, &owner, &env.request_id),
             Some(vec![]),
         );
     }
+    let encoded_events = tx
+        .events
+        .iter()
+        .zip(&tx.event_records)
+        .map(|(event, record)| crate::event::encode(event, record.as_deref()))
+        .collect();
     Ok(Transition {
         writes: tx.writes.into_iter().collect(),
         events: tx.events,
+        encoded_events,
         response,
     })
 }
@@ -195,15 +237,26 @@ struct Tx<'a> {
     revision: u64,
     writes: BTreeMap<String, Option<Vec<u8>>>,
     events: Vec<Event>,
+    /// For each of `events`, its record's JSON when the emitter wrote it already.
+    event_records: Vec<Option<Vec<u8>>>,
+    /// The JSON of the command's outcome, when the command had it already.
+    outcome_json: Option<Vec<u8>>,
 }
 
 impl Tx<'_> {
     fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageFault> {
-        let bytes = match self.writes.get(key) {
-            Some(pending) => pending.clone(),
-            None => self.base.get(key)?,
-        };
-        bytes.map(|b| decode(key, &b)).transpose()
+        match self.writes.get(key) {
+            Some(pending) => pending.as_deref().map(|b| decode(key, b)).transpose(),
+            None => self.base.get(key)?.map(|b| decode(key, &b)).transpose(),
+        }
+    }
+
+    /// Whether `key` holds a value, without decoding it.
+    fn holds(&self, key: &str) -> Result<bool, StorageFault> {
+        Ok(match self.writes.get(key) {
+            Some(pending) => pending.is_some(),
+            None => self.base.get(key)?.is_some(),
+        })
     }
 
     fn put<T: Serialize>(&mut self, key: String, value: &T) {
@@ -222,6 +275,7 @@ impl Tx<'_> {
         departments: Vec<String>,
         record: EventRecord,
     ) {
+        self.event_records.push(None);
         self.events.push(Event {
             revision: self.revision,
             kind,
@@ -762,4 +816,55 @@ fn abolish_item(
     item.abolish_reason = reason.to_string();
     item.published_version = 0;
     transition(tx, item, ItemStatus::Abolished, "item.abolished")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::department::default_departments;
+    use crate::state::MemState;
+
+    /// The request-id record a push writes from its cases' JSON is the record's
+    /// own encoding, byte for byte: a retry decodes it, and replicas that wrote
+    /// it either way must hold the same state.
+    #[test]
+    fn a_push_remembers_its_answer_as_the_record_encodes_it() {
+        let mut state = MemState::default();
+        let env = |revision: u64, actor: &str, command: Command| Envelope {
+            actor: actor.into(),
+            principal: Principal::Member,
+            request_id: format!("r-{revision}"),
+            timestamp_ms: 1_700_000_000_000 + revision as i64,
+            command,
+        };
+        let departments = default_departments();
+        let boot = env(1, "SAMR", Command::Bootstrap { departments });
+        let t = apply(&state, &boot, 1).unwrap();
+        state.apply_writes(&t.writes);
+        let case = serde_json::from_value(serde_json::json!({
+            "kind": "clue", "source": "hotline12345", "source_ref": "t-\"2\"",
+            "uscc": "91140311729YDWUJ0U", "title": "加油站夜间违规卸油\n",
+            "description": "two receivers", "evidence": [], "to": ["TRANS", "JUST"],
+            "priority": "normal",
+        }))
+        .unwrap();
+        let push = env(2, "SAMR", Command::PushCase { case });
+        let t = apply(&state, &push, 2).unwrap();
+        assert!(matches!(&t.response.result, Ok(Outcome::Cases(c)) if c.len() == 2));
+        let stored = t
+            .writes
+            .iter()
+            .find_map(|(k, v)| k.starts_with(keys::DEDUP).then_some(v.clone()))
+            .flatten()
+            .unwrap();
+        let record = DedupRecord {
+            response: t.response.clone(),
+            at_ms: push.timestamp_ms,
+            command_digest: command_digest(&push.command),
+        };
+        assert_eq!(
+            String::from_utf8(stored).unwrap(),
+            String::from_utf8(encode(&record)).unwrap()
+        );
+    }
 }

@@ -65,6 +65,19 @@ impl World {
             command,
         };
         let t = apply(&self.state, &env, self.revision).expect("no storage fault");
+        // The store keeps `encoded_events`; watchers decode them as `Event`s.
+        assert_eq!(t.encoded_events.len(), t.events.len());
+        for (event, bytes) in t.events.iter().zip(&t.encoded_events) {
+            let plain = serde_json::to_vec(event).expect("events encode");
+            assert!(
+                *bytes == plain,
+                "event {} {} is stored as\n{}\nnot\n{}",
+                event.key,
+                event.action,
+                String::from_utf8_lossy(bytes),
+                String::from_utf8_lossy(&plain)
+            );
+        }
         self.state.apply_writes(&t.writes);
         t.response
     }
