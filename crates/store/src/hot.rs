@@ -103,50 +103,17 @@ impl StateRead for CachedView<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use concord_domain::department::default_departments;
-    use concord_domain::{Command, Envelope, Principal};
     use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
-    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 
-    use crate::{Shared, TypeConfig};
-
-    const DEPARTMENTS: [&str; 3] = ["SAMR", "TRANS", "JUST"];
-
-    fn entry(index: u64) -> anyhow::Result<Entry<TypeConfig>> {
-        let (actor, command) = if index == 1 {
-            (
-                "SAMR",
-                Command::Bootstrap {
-                    departments: default_departments(),
-                },
-            )
-        } else {
-            let from = DEPARTMENTS[index as usize % 3];
-            let to = DEPARTMENTS[(index as usize + 1) % 3];
-            let case = serde_json::from_value(serde_json::json!({
-                "kind": "clue", "source": "hotline12345", "source_ref": format!("t-{index}"),
-                "uscc": "91140311729YDWUJ0U", "title": "加油站夜间违规卸油",
-                "description": "cache test", "evidence": [], "to": [to], "priority": "normal",
-            }))?;
-            (from, Command::PushCase { case })
-        };
-        Ok(Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(Envelope {
-                actor: actor.into(),
-                principal: Principal::Member,
-                request_id: format!("r-{index}"),
-                timestamp_ms: 1_700_000_000_000 + index as i64,
-                command,
-            }),
-        })
-    }
+    use crate::Shared;
 
     async fn apply(
         sm: &mut crate::state_machine::StateMachine,
         indexes: std::ops::RangeInclusive<u64>,
     ) -> anyhow::Result<()> {
-        let entries = indexes.map(entry).collect::<anyhow::Result<Vec<_>>>()?;
+        let entries = indexes
+            .map(|i| crate::test_entries::entry(i, i))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         for r in sm.apply(entries).await? {
             anyhow::ensure!(r.result.is_ok(), "refused: {r:?}");
         }

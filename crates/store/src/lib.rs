@@ -30,6 +30,8 @@ pub mod reader;
 mod request_ids;
 pub mod snapshot;
 pub mod state_machine;
+#[cfg(test)]
+mod test_entries;
 pub mod wal;
 
 use std::fmt;

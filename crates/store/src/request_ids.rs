@@ -287,42 +287,11 @@ pub(crate) fn key_hash(key: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use concord_domain::department::default_departments;
-    use concord_domain::{Command, Envelope, Principal, Response};
+    use concord_domain::Response;
     use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
-    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 
     use crate::state_machine::StateMachine;
-    use crate::TypeConfig;
-
-    const DEPARTMENTS: [&str; 3] = ["SAMR", "TRANS", "JUST"];
-
-    /// Entry `index` of the log, carrying the request of push `push` (`r-<push>`).
-    fn entry(index: u64, push: u64) -> anyhow::Result<Entry<TypeConfig>> {
-        let (actor, command) = if push == 1 {
-            let departments = default_departments();
-            ("SAMR", Command::Bootstrap { departments })
-        } else {
-            let from = DEPARTMENTS[push as usize % 3];
-            let to = DEPARTMENTS[(push as usize + 1) % 3];
-            let case = serde_json::from_value(serde_json::json!({
-                "kind": "clue", "source": "hotline12345", "source_ref": format!("t-{push}"),
-                "uscc": "91140311729YDWUJ0U", "title": "加油站夜间违规卸油",
-                "description": "request-id test", "evidence": [], "to": [to], "priority": "normal",
-            }))?;
-            (from, Command::PushCase { case })
-        };
-        Ok(Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(Envelope {
-                actor: actor.into(),
-                principal: Principal::Member,
-                request_id: format!("r-{push}"),
-                timestamp_ms: 1_700_000_000_000 + index as i64,
-                command,
-            }),
-        })
-    }
+    use crate::test_entries::entry;
 
     async fn apply_one(sm: &mut StateMachine, index: u64, push: u64) -> anyhow::Result<Response> {
         let mut responses = sm.apply(vec![entry(index, push)?]).await?;
