@@ -300,7 +300,10 @@ mod tests {
                 return Err(Status::unimplemented("not in this test"));
             };
             assert_eq!(actor, "SAMR");
-            recorded.lock().unwrap().push(request_id.clone());
+            recorded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(request_id.clone());
             written_as(&request_id)
         })
         .without_streams()
@@ -325,7 +328,7 @@ mod tests {
                 Err(e) => panic!("w-{n} was not answered: {e:?}"),
             }
         }
-        let mut seen = seen.lock().unwrap().clone();
+        let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
         seen.sort();
         let mut expected: Vec<_> = (0..12).map(|n| format!("w-{n}")).collect();
         expected.sort();

@@ -35,11 +35,12 @@ const PROBES: u32 = 7;
 /// The smallest filter built (80 KiB).
 const MIN_IDS: u64 = 1 << 16;
 /// Above this many remembered ids the filter is dropped (it would take 20 MiB).
-pub(crate) const MAX_IDS: u64 = 1 << 24;
+const MAX_IDS: u64 = 1 << 24;
 /// Hashes inserted per lock taken by a build.
 const BUILD_CHUNK: usize = 4096;
 
-fn hash(key: &str) -> u64 {
+/// The hash of a `dedup/` key, as [`RequestIds::applied`] takes it.
+pub(crate) fn hash(key: &str) -> u64 {
     // SipHash with fixed keys: the filter lives in memory only, so the function
     // need not be stable across versions, and keys are not chosen against it
     // (a crafted collision would only cost a read).
@@ -277,11 +278,6 @@ impl RequestIds {
     fn is_complete(&self) -> bool {
         self.lock().current.is_some()
     }
-}
-
-/// The hash [`RequestIds::applied`] takes for a `dedup/` key.
-pub(crate) fn key_hash(key: &str) -> u64 {
-    hash(key)
 }
 
 #[cfg(test)]

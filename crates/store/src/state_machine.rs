@@ -342,7 +342,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             if k.starts_with(keys::DEDUP) {
                 match v {
-                    Some(_) => ids_added.push(request_ids::key_hash(&k)),
+                    Some(_) => ids_added.push(request_ids::hash(&k)),
                     None => ids_purged += 1,
                 }
             }

@@ -828,7 +828,8 @@ mod tests {
     /// own encoding, byte for byte: a retry decodes it, and replicas that wrote
     /// it either way must hold the same state.
     #[test]
-    fn a_push_remembers_its_answer_as_the_record_encodes_it() {
+    fn a_push_remembers_its_answer_as_the_record_encodes_it(
+    ) -> Result<(), Box<dyn std::error::Error>> {
         let mut state = MemState::default();
         let env = |revision: u64, actor: &str, command: Command| Envelope {
             actor: actor.into(),
@@ -839,32 +840,32 @@ mod tests {
         };
         let departments = default_departments();
         let boot = env(1, "SAMR", Command::Bootstrap { departments });
-        let t = apply(&state, &boot, 1).unwrap();
+        let t = apply(&state, &boot, 1)?;
         state.apply_writes(&t.writes);
         let case = serde_json::from_value(serde_json::json!({
             "kind": "clue", "source": "hotline12345", "source_ref": "t-\"2\"",
             "uscc": "91140311729YDWUJ0U", "title": "加油站夜间违规卸油\n",
             "description": "two receivers", "evidence": [], "to": ["TRANS", "JUST"],
             "priority": "normal",
-        }))
-        .unwrap();
+        }))?;
         let push = env(2, "SAMR", Command::PushCase { case });
-        let t = apply(&state, &push, 2).unwrap();
+        let t = apply(&state, &push, 2)?;
         assert!(matches!(&t.response.result, Ok(Outcome::Cases(c)) if c.len() == 2));
         let stored = t
             .writes
             .iter()
             .find_map(|(k, v)| k.starts_with(keys::DEDUP).then_some(v.clone()))
             .flatten()
-            .unwrap();
+            .ok_or("the push remembered no request id")?;
         let record = DedupRecord {
             response: t.response.clone(),
             at_ms: push.timestamp_ms,
             command_digest: command_digest(&push.command),
         };
         assert_eq!(
-            String::from_utf8(stored).unwrap(),
-            String::from_utf8(encode(&record)).unwrap()
+            String::from_utf8(stored)?,
+            String::from_utf8(encode(&record))?
         );
+        Ok(())
     }
 }
