@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use concord_domain::{Command, Response};
 use concord_proto::raft::v1::raft_service_client::RaftServiceClient;
 use concord_proto::raft::v1::RaftPayload;
-use concord_store::{NodeId, NodeInfo, TypeConfig};
+use concord_store::{EncodedEntries, NodeId, NodeInfo, TypeConfig};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -29,6 +29,52 @@ pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, serde_json::Error> {
 
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
     serde_json::from_slice(bytes)
+}
+
+/// An AppendEntries as [`encode`] gives it, byte for byte, with the entries the
+/// raft log encoded when it appended them copied in: a leader sends every entry to
+/// each peer, and encoding it again per peer was most of what a peer cost it
+/// (docs/performance.md, "An entry encoded once for all peers").
+pub fn encode_append(
+    rpc: &AppendEntriesRequest<TypeConfig>,
+    encoded: Option<&EncodedEntries>,
+) -> Result<Vec<u8>, serde_json::Error> {
+    let Some(encoded) = encoded.filter(|_| !rpc.entries.is_empty()) else {
+        return encode(rpc);
+    };
+    assemble_append(rpc, encoded.of(&rpc.entries))
+}
+
+/// `rpc` encoded with `json[i]`, where given, as the JSON of `rpc.entries[i]`.
+fn assemble_append(
+    rpc: &AppendEntriesRequest<TypeConfig>,
+    json: Vec<Option<Arc<[u8]>>>,
+) -> Result<Vec<u8>, serde_json::Error> {
+    let size: usize = json
+        .iter()
+        .map(|j| j.as_ref().map_or(512, |j| j.len()))
+        .sum();
+    let mut out = Vec::with_capacity(size + rpc.entries.len() + 256);
+    // The fields in the order openraft declares them, as its derived
+    // `Serialize` writes them.
+    out.extend_from_slice(br#"{"vote":"#);
+    serde_json::to_writer(&mut out, &rpc.vote)?;
+    out.extend_from_slice(br#","prev_log_id":"#);
+    serde_json::to_writer(&mut out, &rpc.prev_log_id)?;
+    out.extend_from_slice(br#","entries":["#);
+    for (i, (entry, json)) in rpc.entries.iter().zip(json).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        match json {
+            Some(json) => out.extend_from_slice(&json),
+            None => serde_json::to_writer(&mut out, entry)?,
+        }
+    }
+    out.extend_from_slice(br#"],"leader_commit":"#);
+    serde_json::to_writer(&mut out, &rpc.leader_commit)?;
+    out.push(b'}');
+    Ok(out)
 }
 
 /// What a non-leader asks the leader to do on its behalf. Administrative actions
@@ -161,6 +207,8 @@ pub struct NetworkFactory {
     pub peers: Peers,
     pub snapshot_timeouts: SnapshotTimeouts,
     pub snapshot_sends: SnapshotSends,
+    /// This node's raft log's JSON of recent entries (`encode_append`).
+    pub encoded: Option<EncodedEntries>,
 }
 
 /// The snapshots this node is sending, by target. A target that installs a
@@ -259,6 +307,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             client: self.peers.client(&node.addr).map_err(|e| e.to_string()),
             snapshot_timeouts: self.snapshot_timeouts,
             snapshot_sends: self.snapshot_sends.clone(),
+            encoded: self.encoded.clone(),
             append_stream: None,
             unary_appends: None,
             stream_retry: STREAM_RETRY,
@@ -271,6 +320,7 @@ pub struct PeerNetwork {
     client: Result<RaftServiceClient<Channel>, String>,
     snapshot_timeouts: SnapshotTimeouts,
     snapshot_sends: SnapshotSends,
+    encoded: Option<EncodedEntries>,
     /// The `AppendEntriesStream` to the target, opened by the first AppendEntries.
     /// It is taken out for each exchange and put back only once answered, so a
     /// call openraft abandons (a timeout drops it) takes its stream with it, and
@@ -390,6 +440,22 @@ impl PeerNetwork {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let data = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.call_encoded(rpc, data, chunk, timeout).await
+    }
+
+    /// `call` with the request already encoded.
+    async fn call_encoded<Resp, E>(
+        &mut self,
+        rpc: RaftRpc,
+        data: Vec<u8>,
+        chunk: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Resp, RpcErr<E>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let mut client = match &self.client {
             Ok(c) => c.clone(),
             Err(e) => {
@@ -398,7 +464,6 @@ impl PeerNetwork {
                 ))))
             }
         };
-        let data = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut request = tonic::Request::new(RaftPayload { data, chunk });
         request.set_timeout(timeout);
         let sent = async {
@@ -435,7 +500,7 @@ impl PeerNetwork {
     /// such stream.
     async fn append_streamed(
         &mut self,
-        rpc: &AppendEntriesRequest<TypeConfig>,
+        data: Vec<u8>,
         timeout: Duration,
     ) -> Option<Result<AppendEntriesResponse<NodeId>, RpcErr>> {
         let client = match &self.client {
@@ -445,10 +510,6 @@ impl PeerNetwork {
                     &TransportError(e.clone()),
                 ))))
             }
-        };
-        let data = match encode(rpc) {
-            Ok(d) => d,
-            Err(e) => return Some(Err(RPCError::Network(NetworkError::new(&e)))),
         };
         let request = RaftPayload {
             data,
@@ -472,8 +533,11 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        let log = self.encoded.clone();
+        let network_err = |e: serde_json::Error| RPCError::Network(NetworkError::new(&e));
         if !unary_for_now(self.unary_appends, self.stream_retry) {
-            match self.append_streamed(&rpc, option.hard_ttl()).await {
+            let data = encode_append(&rpc, log.as_ref()).map_err(network_err)?;
+            match self.append_streamed(data, option.hard_ttl()).await {
                 Some(answer) => return answer,
                 None => {
                     tracing::info!(
@@ -484,7 +548,8 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
                 }
             }
         }
-        self.call(RaftRpc::AppendEntries, &rpc, vec![], option.hard_ttl())
+        let data = encode_append(&rpc, log.as_ref()).map_err(network_err)?;
+        self.call_encoded(RaftRpc::AppendEntries, data, vec![], option.hard_ttl())
             .await
     }
 
@@ -552,6 +617,7 @@ mod tests {
                 install_bytes_per_s: 1 << 20,
             },
             snapshot_sends: SnapshotSends::default(),
+            encoded: None,
         };
         factory
             .new_client(
@@ -574,6 +640,62 @@ mod tests {
             entries: vec![],
             leader_commit: None,
         }
+    }
+
+    /// Peers decode an AppendEntries a leader assembled from its log's JSON as
+    /// they decode one it encoded whole: the bytes are the same, entries with JSON
+    /// and without mixed, heartbeats (no entries) included.
+    #[test]
+    fn an_assembled_append_is_the_encoded_one_byte_for_byte() -> Result<(), serde_json::Error> {
+        use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership};
+        let id = |i| LogId::new(CommittedLeaderId::new(3, 2), i);
+        let envelope = |i: u64| concord_domain::Envelope {
+            actor: "SAMR".into(),
+            principal: concord_domain::Principal::Member,
+            request_id: format!("r-{i} \"quoted\"\n"),
+            timestamp_ms: 1_700_000_000_000 + i as i64,
+            command: concord_domain::Command::Tick {
+                dedup_retention_ms: 1,
+            },
+        };
+        let members = std::collections::BTreeSet::from([1u64, 2, 3]);
+        let entries: Vec<Entry<TypeConfig>> = vec![
+            Entry {
+                log_id: id(5),
+                payload: EntryPayload::Normal(envelope(5)),
+            },
+            Entry {
+                log_id: id(6),
+                payload: EntryPayload::Blank,
+            },
+            Entry {
+                log_id: id(7),
+                payload: EntryPayload::Membership(Membership::new(vec![members], None)),
+            },
+            Entry {
+                log_id: id(8),
+                payload: EntryPayload::Normal(envelope(8)),
+            },
+        ];
+        let mut rpc = request(4);
+        rpc.leader_commit = Some(id(3));
+        rpc.entries = entries;
+        // The log's JSON for some entries, not for others (older ones it no longer
+        // holds in memory).
+        let json = rpc
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let bytes = serde_json::to_vec(e)?;
+                Ok((i % 2 == 0).then(|| Arc::<[u8]>::from(bytes)))
+            })
+            .collect::<Result<Vec<_>, serde_json::Error>>()?;
+        assert_eq!(assemble_append(&rpc, json)?, encode(&rpc)?);
+        assert_eq!(assemble_append(&rpc, vec![None; 4])?, encode(&rpc)?);
+        let heartbeat = request(9);
+        assert_eq!(assemble_append(&heartbeat, vec![])?, encode(&heartbeat)?);
+        Ok(())
     }
 
     fn answered(r: Result<AppendEntriesResponse<NodeId>, RpcErr>) -> Option<u64> {

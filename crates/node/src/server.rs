@@ -191,6 +191,7 @@ pub async fn start_with_listener(
         peers: peers.clone(),
         snapshot_timeouts: config.snapshot_timeouts(),
         snapshot_sends: snapshot_sends.clone(),
+        encoded: Some(log_store.encoded_entries()),
     };
     let raft = Raft::new(
         config.node_id,

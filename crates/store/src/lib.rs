@@ -41,7 +41,7 @@ use std::sync::Arc;
 use concord_domain::{Envelope, Response};
 use serde::{Deserialize, Serialize};
 
-pub use log_store::LogStore;
+pub use log_store::{EncodedEntries, LogStore};
 pub use reader::StoreReader;
 pub use state_machine::StateMachine;
 

@@ -17,6 +17,19 @@ use crate::{NodeId, Shared, StorageError, TypeConfig};
 
 type Entry = openraft::Entry<TypeConfig>;
 
+/// The JSON the raft log wrote for recent entries: a leader sends each entry to
+/// every peer, and encodes it once, when it appends it, rather than once per peer.
+#[derive(Clone)]
+pub struct EncodedEntries(Arc<Shared>);
+
+impl EncodedEntries {
+    /// For each of `entries`, its JSON (what `serde_json` gives for it) when the
+    /// log still holds it in memory.
+    pub fn of(&self, entries: &[Entry]) -> Vec<Option<Arc<[u8]>>> {
+        self.0.wal.encoded(entries)
+    }
+}
+
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 pub(crate) const LAST_PURGED: &[u8] = b"last_purged";
@@ -29,6 +42,11 @@ pub struct LogStore {
 impl LogStore {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         LogStore { shared }
+    }
+
+    /// The JSON of recent entries as the log wrote them, for the transport.
+    pub fn encoded_entries(&self) -> EncodedEntries {
+        EncodedEntries(self.shared.clone())
     }
 
     fn meta<T: DeserializeOwned>(

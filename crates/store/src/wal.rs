@@ -70,7 +70,7 @@ struct Inner {
     base: u64,
     locs: VecDeque<Loc>,
     /// The last `cache.len()` entries, ending at the last one.
-    cache: VecDeque<Entry>,
+    cache: VecDeque<Cached>,
     /// The active segment's file, shared with the sync thread.
     active: Arc<Mutex<Option<File>>>,
 }
@@ -78,6 +78,14 @@ struct Inner {
 pub struct Wal {
     inner: Mutex<Inner>,
     durability: Durability,
+}
+
+/// An entry of the cache, with the JSON its record holds when this node appended
+/// it: a leader sends that to each peer rather than encoding the entry once per
+/// peer (`Wal::encoded`).
+struct Cached {
+    entry: Entry,
+    json: Option<Arc<[u8]>>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
@@ -122,6 +130,25 @@ fn encode_record(index: u64, entry: &Entry, out: &mut Vec<u8>) -> Result<(), Wal
     out[start + 4..start + 8].copy_from_slice(&c.to_le_bytes());
     out[start + 8..start + 16].copy_from_slice(&index.to_le_bytes());
     Ok(())
+}
+
+/// Entries encoded as records, one after another, and each record's size.
+struct Records {
+    buf: Vec<u8>,
+    sizes: Vec<u64>,
+}
+
+impl Records {
+    fn encode(entries: &[Entry]) -> Result<Records, WalError> {
+        let mut buf = Vec::with_capacity(entries.len() * 512);
+        let mut sizes = Vec::with_capacity(entries.len());
+        for e in entries {
+            let before = buf.len();
+            encode_record(e.log_id.index, e, &mut buf)?;
+            sizes.push((buf.len() - before) as u64);
+        }
+        Ok(Records { buf, sizes })
+    }
 }
 
 /// Whether a valid record follows the bad one at `at`: then it is damage in the
@@ -280,7 +307,9 @@ impl Wal {
         entries: Vec<Entry>,
         done: impl FnOnce(std::io::Result<()>) + Send + 'static,
     ) -> Result<(), WalError> {
-        self.lock().append(entries)?;
+        // Encoded before the lock is taken: replication reads the log meanwhile.
+        let records = Records::encode(&entries)?;
+        self.lock().append(entries, records)?;
         self.durability.after_sync(done);
         Ok(())
     }
@@ -292,7 +321,7 @@ impl Wal {
 
     /// The last entry's log id, if the log holds any.
     pub fn last(&self) -> Option<openraft::LogId<crate::NodeId>> {
-        self.lock().cache.back().map(|e| e.log_id)
+        self.lock().cache.back().map(|c| c.entry.log_id)
     }
 
     /// Bytes on disk of the entries after `index` that the log holds: how much log
@@ -320,6 +349,29 @@ impl Wal {
             .sum()
     }
 
+    /// For each of `entries`, the JSON of its record if it is one this node
+    /// appended and still holds in memory (the same log id, so not an entry a
+    /// truncation replaced): the bytes `serde_json` gives for it.
+    /// While an append holds the log, none: encoding them is quicker than waiting.
+    pub fn encoded(&self, entries: &[Entry]) -> Vec<Option<Arc<[u8]>>> {
+        let inner = match self.inner.try_lock() {
+            Ok(inner) => inner,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return vec![None; entries.len()],
+        };
+        let cached_from = inner.next_index() - inner.cache.len() as u64;
+        entries
+            .iter()
+            .map(|e| {
+                let i = e.log_id.index.checked_sub(cached_from)?;
+                let c = inner.cache.get(usize::try_from(i).ok()?)?;
+                (c.entry.log_id == e.log_id)
+                    .then(|| c.json.clone())
+                    .flatten()
+            })
+            .collect()
+    }
+
     /// Removes entries `from` and after, durably.
     pub fn truncate(&self, from: u64) -> Result<(), WalError> {
         self.lock().truncate(from)
@@ -342,7 +394,11 @@ impl Inner {
             .next_index()
             .saturating_sub(CACHE_ENTRIES as u64)
             .max(self.base);
-        self.cache = self.read_range(from, self.next_index())?.into();
+        self.cache = self
+            .read_range(from, self.next_index())?
+            .into_iter()
+            .map(|entry| Cached { entry, json: None })
+            .collect();
         Ok(())
     }
 
@@ -381,7 +437,7 @@ impl Inner {
         Ok(())
     }
 
-    fn append(&mut self, entries: Vec<Entry>) -> Result<(), WalError> {
+    fn append(&mut self, entries: Vec<Entry>, records: Records) -> Result<(), WalError> {
         let Some(first) = entries.first() else {
             return Ok(());
         };
@@ -389,8 +445,6 @@ impl Inner {
             // After a purge past the end (a snapshot install), or on a new log.
             self.base = first.log_id.index;
         }
-        let mut buf = Vec::with_capacity(entries.len() * 512);
-        let mut sizes = Vec::with_capacity(entries.len());
         for (i, e) in entries.iter().enumerate() {
             let expected = self.next_index() + i as u64;
             if e.log_id.index != expected {
@@ -399,10 +453,8 @@ impl Inner {
                     got: e.log_id.index,
                 });
             }
-            let before = buf.len();
-            encode_record(e.log_id.index, e, &mut buf)?;
-            sizes.push((buf.len() - before) as u64);
         }
+        let Records { buf, sizes } = records;
         let needs_new = match self.segments.last() {
             None => true,
             Some(s) => s.len > 0 && s.len + buf.len() as u64 > SEGMENT_BYTES,
@@ -417,7 +469,7 @@ impl Inner {
             .map_err(io(&seg.path))?;
         seg.len += buf.len() as u64;
         let segment = seg.first;
-        for (e, size) in entries.iter().zip(sizes) {
+        for (e, &size) in entries.iter().zip(&sizes) {
             self.locs.push_back(Loc {
                 segment,
                 offset,
@@ -426,7 +478,15 @@ impl Inner {
             offset += size;
             debug_assert_eq!(e.log_id.index + 1, self.base + self.locs.len() as u64);
         }
-        self.cache.extend(entries);
+        let mut at = 0;
+        for (entry, &size) in entries.into_iter().zip(&sizes) {
+            let json = Arc::<[u8]>::from(&buf[at + HEADER..at + size as usize]);
+            at += size as usize;
+            self.cache.push_back(Cached {
+                entry,
+                json: Some(json),
+            });
+        }
         while self.cache.len() > CACHE_ENTRIES {
             self.cache.pop_front();
         }
@@ -473,7 +533,7 @@ impl Inner {
             i = j;
         }
         while i < to {
-            out.push(self.cache[(i - cached_from) as usize].clone());
+            out.push(self.cache[(i - cached_from) as usize].entry.clone());
             i += 1;
         }
         Ok(out)
@@ -505,7 +565,11 @@ impl Inner {
         sync_dir(&self.dir)?;
         let keep = (from - self.base) as usize;
         self.locs.truncate(keep);
-        while self.cache.back().is_some_and(|e| e.log_id.index >= from) {
+        while self
+            .cache
+            .back()
+            .is_some_and(|c| c.entry.log_id.index >= from)
+        {
             self.cache.pop_back();
         }
         if self.cache.is_empty() {
@@ -535,7 +599,11 @@ impl Inner {
         let drop = (upto + 1 - self.base) as usize;
         self.locs.drain(..drop);
         self.base = upto + 1;
-        while self.cache.front().is_some_and(|e| e.log_id.index <= upto) {
+        while self
+            .cache
+            .front()
+            .is_some_and(|c| c.entry.log_id.index <= upto)
+        {
             self.cache.pop_front();
         }
         // A segment goes when the next one starts at or below the new base.
@@ -582,6 +650,47 @@ mod tests {
         wal.append(range.map(entry).collect(), move |r| tx.send(r).unwrap())
             .unwrap();
         rx.recv().unwrap().unwrap();
+    }
+
+    /// A leader sends what its log wrote for an entry instead of encoding it again
+    /// for each peer: those bytes must be what `serde_json` gives for the entry,
+    /// and only ever for that entry, not one a truncation replaced at its index.
+    #[test]
+    fn the_json_of_an_appended_entry_is_kept_for_that_entry_only() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let wal = Wal::open(dir.path(), None)?;
+        let mut entries: Vec<Entry> = (1..4)
+            .map(|i| crate::test_entries::entry(i, i))
+            .collect::<anyhow::Result<_>>()?;
+        entries.push(Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), 4),
+            payload: EntryPayload::Blank,
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        wal.append(entries.clone(), move |r| {
+            let _ = tx.send(r);
+        })?;
+        rx.recv()??;
+        let json = wal.encoded(&entries);
+        for (e, j) in entries.iter().zip(&json) {
+            assert_eq!(j.as_deref(), Some(&serde_json::to_vec(e)?[..]));
+        }
+
+        // A new leader's entry 3 replaces the old one: the old one has no JSON here
+        // any more, the new one has its own.
+        wal.truncate(3)?;
+        let mut newer = crate::test_entries::entry(3, 7)?;
+        newer.log_id = LogId::new(CommittedLeaderId::new(2, 2), 3);
+        let (tx, rx) = std::sync::mpsc::channel();
+        wal.append(vec![newer.clone()], move |r| {
+            let _ = tx.send(r);
+        })?;
+        rx.recv()??;
+        let json = wal.encoded(&[entries[2].clone(), newer.clone(), entries[3].clone()]);
+        assert_eq!(json[0], None, "the replaced entry");
+        assert_eq!(json[1].as_deref(), Some(&serde_json::to_vec(&newer)?[..]));
+        assert_eq!(json[2], None, "past the end of the log");
+        Ok(())
     }
 
     #[test]
