@@ -1,7 +1,11 @@
 //! Issue 9's fan-out target: the write rate of 3 voters alone, then with 12
 //! learners added (15 nodes), each node in its own container on this machine.
-//! `cargo run -p concord-tests --example fanout -- [clients=64] [seconds=10]`
-//! after the node image is built (`--example node_image`). Runs `concord bench`
+//! `cargo run -p concord-tests --example fanout -- [clients=64] [seconds=10] [learner-cpu-shares]`
+//! after the node image is built (`--example node_image`). With learner-cpu-shares
+//! (Docker's `--cpu-shares`; 1024 is every container's default) the learners' containers
+//! get that CPU weight once caught up, as read replicas placed on a voter's host
+//! would be, so they run on what the voters leave; the run then prints how far the
+//! learners trailed and how long they took to catch up. Runs `concord bench`
 //! (the workspace's debug-profile binary, the one in the image) against the voters'
 //! published ports and prints both lines, their ratio, and the CPU time each kind
 //! of node spent per write: on one machine the nodes share its cores, so the
@@ -28,6 +32,10 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let clients: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(64);
     let seconds: f64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10.0);
+    let learner_shares: Option<u32> = match args.get(2) {
+        Some(a) => Some(a.parse().context("learner-cpu-shares: a number")?),
+        None => None,
+    };
     // The node defaults, as in `concord bench --local`.
     let mut cluster = DockerCluster::start_with_config(&VOTERS, "").await?;
     let leader = cluster.leader().await;
@@ -82,26 +90,39 @@ async fn main() -> anyhow::Result<()> {
         cluster.add_learner(department, leader).await?;
     }
     let head = cluster.status(leader).await?.commit_index;
-    for id in cluster.ids() {
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while cluster
-            .status_within(id, Duration::from_secs(30))
-            .await?
-            .applied_index
-            < head
-        {
-            if Instant::now() > deadline {
-                bail!("node {id} did not catch up to {head}");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+    catch_up(&cluster, head).await?;
     println!(
         "12 learners added and caught up to index {head} in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    if let Some(shares) = learner_shares {
+        for (id, node) in &cluster.nodes {
+            if role(*id, leader) == "learner" {
+                let out = Command::new("docker")
+                    .args([
+                        "update",
+                        "--cpu-shares",
+                        &shares.to_string(),
+                        node.container.id(),
+                    ])
+                    .output()
+                    .context("docker update")?;
+                if !out.status.success() {
+                    bail!("docker update: {}", String::from_utf8_lossy(&out.stderr));
+                }
+            }
+        }
+        println!("learners' containers now at --cpu-shares {shares} (voters 1024)");
+    }
     let fanned = bench(&cluster)?;
     println!("3 voters + 12 learners: {fanned}");
+    let head = cluster.status(leader).await?.commit_index;
+    let started = Instant::now();
+    let trailing = catch_up(&cluster, head).await?;
+    println!(
+        "at the run's end the learners trailed the head ({head}) by up to {trailing} entries; caught up {:.1} s later",
+        started.elapsed().as_secs_f64()
+    );
     let rate = |line: &str| number_beside(line, "ops/s", Side::Before);
     if let (Some(a), Some(b)) = (rate(&alone), rate(&fanned)) {
         println!(
@@ -110,6 +131,33 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Waits until every node has applied `head`; returns how many entries the
+/// furthest-behind node trailed it by at the start.
+async fn catch_up(cluster: &DockerCluster, head: u64) -> anyhow::Result<u64> {
+    let mut trailing = 0;
+    for id in cluster.ids() {
+        let applied = cluster.status_within(id, Duration::from_secs(30)).await?;
+        trailing = trailing.max(head.saturating_sub(applied.applied_index));
+    }
+    for id in cluster.ids() {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let applied = cluster
+                .status_within(id, Duration::from_secs(30))
+                .await?
+                .applied_index;
+            if applied >= head {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("node {id} did not catch up to {head}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(trailing)
 }
 
 enum Side {
