@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use concord_tests::docker::{workspace_binary, DockerCluster};
+use concord_tests::docker::{run, workspace_binary, DockerCluster};
 use concord_tests::TestPki;
 
 const VOTERS: [&str; 3] = ["SAMR", "TRANS", "JUST"];
@@ -51,11 +51,7 @@ async fn main() -> anyhow::Result<()> {
             let port = cluster.ports.lock().expect("ports")[&id];
             cmd.args(["--endpoint", &format!("{department}=127.0.0.1:{port}")]);
         }
-        let out = cmd.output().context("running concord bench")?;
-        if !out.status.success() {
-            bail!("concord bench: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let line = run(&mut cmd)?.trim().to_string();
         let after = cpu_ns(cluster)?;
         let writes = number_beside(&line, "ops", Side::After).context("ops in bench line")?;
         let mut per_role: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
@@ -98,18 +94,12 @@ async fn main() -> anyhow::Result<()> {
     if let Some(shares) = learner_shares {
         for (id, node) in &cluster.nodes {
             if role(*id, leader) == "learner" {
-                let out = Command::new("docker")
-                    .args([
-                        "update",
-                        "--cpu-shares",
-                        &shares.to_string(),
-                        node.container.id(),
-                    ])
-                    .output()
-                    .context("docker update")?;
-                if !out.status.success() {
-                    bail!("docker update: {}", String::from_utf8_lossy(&out.stderr));
-                }
+                run(Command::new("docker").args([
+                    "update",
+                    "--cpu-shares",
+                    &shares.to_string(),
+                    node.container.id(),
+                ]))?;
             }
         }
         println!("learners' containers now at --cpu-shares {shares} (voters 1024)");

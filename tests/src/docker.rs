@@ -63,7 +63,8 @@ pub fn workspace_binary() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-fn run(cmd: &mut Command) -> anyhow::Result<String> {
+/// Runs `cmd`; its standard output, or an error with its standard error.
+pub fn run(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
         bail!(

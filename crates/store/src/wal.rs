@@ -463,23 +463,20 @@ impl Inner {
             self.start_segment(first.log_id.index)?;
         }
         let seg = self.segments.last_mut().expect("an active segment");
-        let mut offset = seg.len;
+        let offset = seg.len;
         (&seg.file)
             .write_all_at(&buf, offset)
             .map_err(io(&seg.path))?;
         seg.len += buf.len() as u64;
         let segment = seg.first;
-        for (e, &size) in entries.iter().zip(&sizes) {
-            self.locs.push_back(Loc {
-                segment,
-                offset,
-                len: (size as usize - HEADER) as u32,
-            });
-            offset += size;
-            debug_assert_eq!(e.log_id.index + 1, self.base + self.locs.len() as u64);
-        }
         let mut at = 0;
         for (entry, &size) in entries.into_iter().zip(&sizes) {
+            self.locs.push_back(Loc {
+                segment,
+                offset: offset + at as u64,
+                len: (size as usize - HEADER) as u32,
+            });
+            debug_assert_eq!(entry.log_id.index + 1, self.base + self.locs.len() as u64);
             let json = Arc::<[u8]>::from(&buf[at + HEADER..at + size as usize]);
             at += size as usize;
             self.cache.push_back(Cached {
@@ -646,10 +643,16 @@ mod tests {
     }
 
     fn append(wal: &Wal, range: std::ops::Range<u64>) {
+        append_synced(wal, range.map(entry).collect()).unwrap();
+    }
+
+    /// Appends `entries` and waits until they are on disk.
+    fn append_synced(wal: &Wal, entries: Vec<Entry>) -> anyhow::Result<()> {
         let (tx, rx) = std::sync::mpsc::channel();
-        wal.append(range.map(entry).collect(), move |r| tx.send(r).unwrap())
-            .unwrap();
-        rx.recv().unwrap().unwrap();
+        wal.append(entries, move |r| {
+            let _ = tx.send(r);
+        })?;
+        Ok(rx.recv()??)
     }
 
     /// A leader sends what its log wrote for an entry instead of encoding it again
@@ -666,11 +669,7 @@ mod tests {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), 4),
             payload: EntryPayload::Blank,
         });
-        let (tx, rx) = std::sync::mpsc::channel();
-        wal.append(entries.clone(), move |r| {
-            let _ = tx.send(r);
-        })?;
-        rx.recv()??;
+        append_synced(&wal, entries.clone())?;
         let json = wal.encoded(&entries);
         for (e, j) in entries.iter().zip(&json) {
             assert_eq!(j.as_deref(), Some(&serde_json::to_vec(e)?[..]));
@@ -681,11 +680,7 @@ mod tests {
         wal.truncate(3)?;
         let mut newer = crate::test_entries::entry(3, 7)?;
         newer.log_id = LogId::new(CommittedLeaderId::new(2, 2), 3);
-        let (tx, rx) = std::sync::mpsc::channel();
-        wal.append(vec![newer.clone()], move |r| {
-            let _ = tx.send(r);
-        })?;
-        rx.recv()??;
+        append_synced(&wal, vec![newer.clone()])?;
         let json = wal.encoded(&[entries[2].clone(), newer.clone(), entries[3].clone()]);
         assert_eq!(json[0], None, "the replaced entry");
         assert_eq!(json[1].as_deref(), Some(&serde_json::to_vec(&newer)?[..]));
