@@ -49,6 +49,15 @@ fn bench(args: &[&str], dir: &std::path::Path) -> String {
     stdout
 }
 
+/// The `ops N` figure of a printed line.
+fn op_count(line: &str) -> u64 {
+    line.split("ops ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no op count in {line}"))
+}
+
 #[test]
 fn the_standard_suite_prints_a_line_per_run_without_errors() {
     let dir = tempfile::tempdir().unwrap();
@@ -75,13 +84,7 @@ fn the_standard_suite_prints_a_line_per_run_without_errors() {
             .find(|l| l.starts_with(op) && l.contains(&format!("clients {clients:>3} ")))
             .unwrap_or_else(|| panic!("no {op} line with {clients} clients in:\n{stdout}"));
         assert!(line.contains("errors 0"), "{line}");
-        let ops: u64 = line
-            .split("ops ")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no op count in {line}"));
-        assert!(ops > 0, "{line}");
+        assert!(op_count(line) > 0, "{line}");
         assert!(line.contains("rss MB "), "{line}");
     }
 }
@@ -140,4 +143,43 @@ fn the_apply_mode_applies_every_push_and_prints_the_cpu_per_write() {
     }
     // A second run wipes --dir first instead of applying onto the old state.
     bench(&["--apply", "10"], &dir.path().join("apply"));
+}
+
+/// `--etcd`: the anchor, etcd, under the same load generator. Each write and
+/// read line of the suite runs against three etcd members without errors (a read
+/// that finds no key counts as an error), so the two tables compare like with like.
+#[test]
+fn the_etcd_mode_runs_the_suites_writes_and_reads_against_etcd() {
+    if Command::new("etcd").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but etcd is missing"
+        );
+        eprintln!("SKIPPED: apt-get install etcd-server");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_ports(13).to_string();
+    let stdout = bench(
+        &["--local", "--etcd", "--duration", "1", "--base-port", &port],
+        &dir.path().join("etcd"),
+    );
+    assert!(
+        stdout.starts_with("concord bench: etcd, 3 members"),
+        "header: {stdout}"
+    );
+    for (op, clients) in [
+        ("etcd Put", 1),
+        ("etcd Put", 64),
+        ("etcd Put", 256),
+        ("etcd RangeLinear", 64),
+        ("etcd RangeSerial", 64),
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(op) && l.contains(&format!("clients {clients:>3} ")))
+            .unwrap_or_else(|| panic!("no {op} line with {clients} clients in:\n{stdout}"));
+        assert!(line.contains("errors 0"), "{line}");
+        assert!(op_count(line) > 0, "{line}");
+    }
 }

@@ -26,6 +26,7 @@ use tonic::transport::Channel;
 use crate::local::{LocalCluster, Spec};
 
 mod apply;
+mod etcd;
 mod scale;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -95,6 +96,11 @@ pub struct BenchArgs {
     /// Threads the load generator runs on; 0 for one per core.
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
+    /// --local: start three etcd members (the `etcd` on PATH) instead of Concord and
+    /// run the suite's write and read lines against them with the same load
+    /// generator: the anchor, measured in the same minutes.
+    #[arg(long, requires = "local", conflicts_with_all = ["scale", "insecure"])]
+    etcd: bool,
 }
 
 impl BenchArgs {
@@ -143,6 +149,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let (true, Some(records)) = (args.local, args.scale) {
         return scale::run(&args, records).await;
     }
+    if args.local && args.etcd {
+        return etcd::run(&args).await;
+    }
     if args.local {
         return run_local(&args).await;
     }
@@ -176,7 +185,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let figures = run_one(&endpoints, op, &args, args.clients).await?;
     println!(
         "{}",
-        line(op, args.clients, conns(&args, args.clients), &figures, None)
+        line(
+            &format!("{op:?}"),
+            args.clients,
+            conns(&args, args.clients),
+            &figures,
+            None
+        )
     );
     Ok(())
 }
@@ -238,7 +253,13 @@ async fn run_local(args: &BenchArgs) -> anyhow::Result<()> {
                 let rss = rss_mb(&cluster.pids());
                 println!(
                     "{}  {target}",
-                    line(op, clients, conns(args, clients), &f, Some(&rss))
+                    line(
+                        &format!("{op:?}"),
+                        clients,
+                        conns(args, clients),
+                        &f,
+                        Some(&rss)
+                    )
                 );
             }
             Err(e) => {
@@ -255,7 +276,7 @@ fn conns(args: &BenchArgs, clients: usize) -> usize {
     args.conns.unwrap_or(clients.div_ceil(4).clamp(1, 32))
 }
 
-fn line(op: Op, clients: usize, conns: usize, f: &Figures, rss: Option<&[u64]>) -> String {
+fn line(label: &str, clients: usize, conns: usize, f: &Figures, rss: Option<&[u64]>) -> String {
     let mut lat = f.latencies_us.clone();
     lat.sort_unstable();
     let pct = |p: f64| -> f64 {
@@ -268,7 +289,7 @@ fn line(op: Op, clients: usize, conns: usize, f: &Figures, rss: Option<&[u64]>) 
     let rate = f.ops as f64 / f.elapsed.as_secs_f64();
     let mut s = format!(
         "{:<17} clients {:>3} conns {:>2}  {:>8.0} ops/s  p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>7.2} ms  ops {:>7}  errors {}",
-        format!("{op:?}"),
+        label,
         clients,
         conns,
         rate,
