@@ -187,10 +187,20 @@ fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
                 return Ok(false);
             };
 
+            // https://github.com/fjall-rs/fjall/issues/329: the journal is synced
+            // before the flush. Concord patch: the sync runs after the journal's
+            // lock is released (`Writer::flush_for_sync`), so batch commits go on
+            // meanwhile; it covers the sealed memtable, whose batches were all
+            // written before this task was queued.
+            let written = ctx.supervisor.journal.get_writer()?.flush_for_sync()?;
+            crate::journal::writer::sync_file(&written, crate::PersistMode::SyncAll)?;
+
             {
                 log::trace!("acquiring journal lock to maybe rotate journal");
                 let mut journal_writer = ctx.supervisor.journal.get_writer()?;
 
+                // A rotation syncs the old journal under the lock, but only what
+                // was written since the sync above.
                 if journal_writer.pos()? > 64_000_000 {
                     #[expect(clippy::expect_used)]
                     let mut journal_manager = ctx
@@ -222,9 +232,6 @@ fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
                             keyspace.request_rotation();
                         }
                     }
-                } else {
-                    // https://github.com/fjall-rs/fjall/issues/329
-                    journal_writer.persist(crate::PersistMode::SyncAll)?;
                 }
             }
 

@@ -120,8 +120,18 @@ impl Journal {
 
     /// Persists the journal.
     pub fn persist(&self, mode: PersistMode) -> crate::Result<()> {
-        let mut journal_writer = self.get_writer()?;
-        journal_writer.persist(mode).map_err(Into::into)
+        // Concord patch: the sync runs after the lock is released, so batches are
+        // committed meanwhile (`Writer::flush_for_sync`). Everything written before
+        // the call is in the file the handle points to; a journal rotated meanwhile
+        // was synced whole by the rotation.
+        let file = {
+            let mut journal_writer = self.get_writer()?;
+            if mode == PersistMode::Buffer {
+                return journal_writer.persist(mode).map_err(Into::into);
+            }
+            journal_writer.flush_for_sync()?
+        };
+        writer::sync_file(&file, mode).map_err(Into::into)
     }
 
     pub fn recover<P: AsRef<Path>>(

@@ -20,6 +20,15 @@ pub const PRE_ALLOCATED_BYTES: u64 = 64 * 1_024 * 1_024;
 
 pub const JOURNAL_BUFFER_BYTES: usize = 8 * 1_024;
 
+/// Concord patch: syncs a journal file handed out by [`Writer::flush_for_sync`].
+pub(crate) fn sync_file(file: &File, mode: PersistMode) -> std::io::Result<()> {
+    match mode {
+        PersistMode::SyncAll => file.sync_all(),
+        PersistMode::SyncData => file.sync_data(),
+        PersistMode::Buffer => Ok(()),
+    }
+}
+
 pub struct Writer {
     pub(crate) path: PathBuf,
     file: BufWriter<File>,
@@ -197,6 +206,24 @@ impl Writer {
             compression: CompressionType::None,
             compression_threshold: 0,
         })
+    }
+
+    /// Concord patch: writes the buffered batches to the OS and returns a second
+    /// handle to the file, for the caller to sync once it has let go of the
+    /// journal's lock. A sync holding the lock stopped every batch commit for as
+    /// long as the disk took to write the journal's unsynced megabytes: 100-140 ms
+    /// at each memtable flush on a slow virtual disk, every node at once.
+    pub(crate) fn flush_for_sync(&mut self) -> std::io::Result<File> {
+        if self.is_buffer_dirty {
+            self.file.flush().inspect_err(|e| {
+                log::error!(
+                    "Failed to flush journal IO buffers at {}: {e:?}",
+                    self.path.display(),
+                );
+            })?;
+            self.is_buffer_dirty = false;
+        }
+        self.file.get_ref().try_clone()
     }
 
     /// Persists the journal file.
