@@ -27,6 +27,25 @@ use concord_proto::item::v1::{DepartmentDuty, ItemContent};
 use concord_proto::watch::v1::watch_service_client::WatchServiceClient;
 use tonic::transport::Channel;
 
+/// Whether `program` runs (as `program version_arg`). In CI (`CI` set) its absence
+/// fails the test instead of skipping it, as Docker's does
+/// ([`docker::require_docker`]).
+pub fn require_tool(program: &str, version_arg: &str, install: &str) -> bool {
+    if std::process::Command::new(program)
+        .arg(version_arg)
+        .output()
+        .is_ok()
+    {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI is set but {program} is missing"
+    );
+    eprintln!("SKIPPED: {program} is missing ({install})");
+    false
+}
+
 /// Node departments in start order: node 1 is SAMR, …, node 6 NDRC (the credit authority).
 pub const DEPARTMENTS: [&str; 6] = ["SAMR", "TRANS", "JUST", "ECO", "EMER", "NDRC"];
 

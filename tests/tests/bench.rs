@@ -49,13 +49,22 @@ fn bench(args: &[&str], dir: &std::path::Path) -> String {
     stdout
 }
 
-/// The `ops N` figure of a printed line.
-fn op_count(line: &str) -> u64 {
-    line.split("ops ")
+/// The printed line of `op` with `clients` clients, asserted to count some
+/// operations and no errors.
+fn clean_line<'a>(stdout: &'a str, op: &str, clients: usize) -> &'a str {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(op) && l.contains(&format!("clients {clients:>3} ")))
+        .unwrap_or_else(|| panic!("no {op} line with {clients} clients in:\n{stdout}"));
+    assert!(line.contains("errors 0"), "{line}");
+    let ops: u64 = line
+        .split("ops ")
         .nth(1)
         .and_then(|s| s.split_whitespace().next())
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no op count in {line}"))
+        .unwrap_or_else(|| panic!("no op count in {line}"));
+    assert!(ops > 0, "{line}");
+    line
 }
 
 #[test]
@@ -79,12 +88,7 @@ fn the_standard_suite_prints_a_line_per_run_without_errors() {
         ("GetSerializable", 64),
         ("Watch", 64),
     ] {
-        let line = lines
-            .iter()
-            .find(|l| l.starts_with(op) && l.contains(&format!("clients {clients:>3} ")))
-            .unwrap_or_else(|| panic!("no {op} line with {clients} clients in:\n{stdout}"));
-        assert!(line.contains("errors 0"), "{line}");
-        assert!(op_count(line) > 0, "{line}");
+        let line = clean_line(&stdout, op, clients);
         assert!(line.contains("rss MB "), "{line}");
     }
 }
@@ -150,12 +154,7 @@ fn the_apply_mode_applies_every_push_and_prints_the_cpu_per_write() {
 /// that finds no key counts as an error), so the two tables compare like with like.
 #[test]
 fn the_etcd_mode_runs_the_suites_writes_and_reads_against_etcd() {
-    if Command::new("etcd").arg("--version").output().is_err() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but etcd is missing"
-        );
-        eprintln!("SKIPPED: apt-get install etcd-server");
+    if !concord_tests::require_tool("etcd", "--version", "apt-get install etcd-server") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -175,11 +174,6 @@ fn the_etcd_mode_runs_the_suites_writes_and_reads_against_etcd() {
         ("etcd RangeLinear", 64),
         ("etcd RangeSerial", 64),
     ] {
-        let line = stdout
-            .lines()
-            .find(|l| l.starts_with(op) && l.contains(&format!("clients {clients:>3} ")))
-            .unwrap_or_else(|| panic!("no {op} line with {clients} clients in:\n{stdout}"));
-        assert!(line.contains("errors 0"), "{line}");
-        assert!(op_count(line) > 0, "{line}");
+        clean_line(&stdout, op, clients);
     }
 }

