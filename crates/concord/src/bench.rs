@@ -104,6 +104,16 @@ pub struct BenchArgs {
 }
 
 impl BenchArgs {
+    /// Wipes `--dir` and creates it again: every mode starts from nothing.
+    pub fn fresh_dir(&self) -> anyhow::Result<()> {
+        if self.dir.exists() {
+            std::fs::remove_dir_all(&self.dir)
+                .with_context(|| format!("wiping {}", self.dir.display()))?;
+        }
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("creating {}", self.dir.display()))
+    }
+
     /// The runtime the load generator runs on. One thread by default: with
     /// `--local` the clients share the machine with the nodes, and on one thread a
     /// call's hand-offs (client task, channel buffer, connection) are queue pushes,
@@ -207,10 +217,7 @@ const SUITE: [(Op, usize, &str); 6] = [
 ];
 
 async fn run_local(args: &BenchArgs) -> anyhow::Result<()> {
-    if args.dir.exists() {
-        std::fs::remove_dir_all(&args.dir)
-            .with_context(|| format!("wiping {}", args.dir.display()))?;
-    }
+    args.fresh_dir()?;
     let started = Instant::now();
     let mut cluster = LocalCluster::start(Spec {
         dir: &args.dir,

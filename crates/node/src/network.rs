@@ -533,10 +533,9 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
-        let log = self.encoded.clone();
         let network_err = |e: serde_json::Error| RPCError::Network(NetworkError::new(&e));
         if !unary_for_now(self.unary_appends, self.stream_retry) {
-            let data = encode_append(&rpc, log.as_ref()).map_err(network_err)?;
+            let data = encode_append(&rpc, self.encoded.as_ref()).map_err(network_err)?;
             match self.append_streamed(data, option.hard_ttl()).await {
                 Some(answer) => return answer,
                 None => {
@@ -548,7 +547,7 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
                 }
             }
         }
-        let data = encode_append(&rpc, log.as_ref()).map_err(network_err)?;
+        let data = encode_append(&rpc, self.encoded.as_ref()).map_err(network_err)?;
         self.call_encoded(RaftRpc::AppendEntries, data, vec![], option.hard_ttl())
             .await
     }

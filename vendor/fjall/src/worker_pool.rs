@@ -189,11 +189,10 @@ fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
 
             // https://github.com/fjall-rs/fjall/issues/329: the journal is synced
             // before the flush. Concord patch: the sync runs after the journal's
-            // lock is released (`Writer::flush_for_sync`), so batch commits go on
+            // lock is released (`Journal::persist`), so batch commits go on
             // meanwhile; it covers the sealed memtable, whose batches were all
             // written before this task was queued.
-            let written = ctx.supervisor.journal.get_writer()?.flush_for_sync()?;
-            crate::journal::writer::sync_file(&written, crate::PersistMode::SyncAll)?;
+            ctx.supervisor.journal.persist(crate::PersistMode::SyncAll)?;
 
             {
                 log::trace!("acquiring journal lock to maybe rotate journal");

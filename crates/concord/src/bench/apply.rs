@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use concord_domain::department::default_departments;
 use concord_domain::{apply, Command, Envelope, MemState, Principal, StateRead};
 use concord_store::{StoreOptions, TypeConfig};
@@ -22,11 +21,7 @@ const DEPARTMENTS: [&str; 3] = ["SAMR", "TRANS", "JUST"];
 const T0_MS: i64 = 1_700_000_000_000;
 
 pub async fn run(args: &BenchArgs, writes: u64) -> anyhow::Result<()> {
-    if args.dir.exists() {
-        std::fs::remove_dir_all(&args.dir)
-            .with_context(|| format!("wiping {}", args.dir.display()))?;
-    }
-    std::fs::create_dir_all(&args.dir)?;
+    args.fresh_dir()?;
     let batch = args.batch.max(1);
     let envelopes = (0..=writes)
         .map(|i| envelope(args, i))

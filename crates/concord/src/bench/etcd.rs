@@ -172,12 +172,7 @@ const SUITE: [(Op, usize); 5] = [
 ];
 
 pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    if args.dir.exists() {
-        std::fs::remove_dir_all(&args.dir)
-            .with_context(|| format!("wiping {}", args.dir.display()))?;
-    }
-    std::fs::create_dir_all(&args.dir)
-        .with_context(|| format!("creating {}", args.dir.display()))?;
+    args.fresh_dir()?;
     let started = Instant::now();
     let mut cluster = EtcdCluster::start(&args.dir, args.base_port).await?;
     println!(
@@ -265,11 +260,11 @@ async fn suite(
 }
 
 /// What etcd ran in place of each Concord operation.
-fn label(op: Op) -> String {
+fn label(op: Op) -> &'static str {
     match op {
-        Op::PushCase => "etcd Put".into(),
-        Op::GetLinearizable => "etcd RangeLinear".into(),
-        Op::GetSerializable => "etcd RangeSerial".into(),
-        Op::Watch => "etcd Watch".into(),
+        Op::PushCase => "etcd Put",
+        Op::GetLinearizable => "etcd RangeLinear",
+        Op::GetSerializable => "etcd RangeSerial",
+        Op::Watch => "etcd Watch",
     }
 }

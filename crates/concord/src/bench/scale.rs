@@ -19,10 +19,7 @@ use crate::local::{wait_ready, LocalCluster, Spec};
 const DEPARTMENTS: [&str; 4] = ["SAMR", "TRANS", "JUST", "ECO"];
 
 pub async fn run(args: &BenchArgs, records: u64) -> anyhow::Result<()> {
-    if args.dir.exists() {
-        std::fs::remove_dir_all(&args.dir)
-            .with_context(|| format!("wiping {}", args.dir.display()))?;
-    }
+    args.fresh_dir()?;
     // ECO's node is held back: it joins the loaded cluster as a learner.
     let mut cluster = LocalCluster::start(Spec {
         dir: &args.dir,

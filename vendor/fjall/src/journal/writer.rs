@@ -214,6 +214,12 @@ impl Writer {
     /// long as the disk took to write the journal's unsynced megabytes: 100-140 ms
     /// at each memtable flush on a slow virtual disk, every node at once.
     pub(crate) fn flush_for_sync(&mut self) -> std::io::Result<File> {
+        self.flush_buffer()?;
+        self.file.get_ref().try_clone()
+    }
+
+    /// Writes the buffered batches to the OS.
+    fn flush_buffer(&mut self) -> std::io::Result<()> {
         if self.is_buffer_dirty {
             self.file.flush().inspect_err(|e| {
                 log::error!(
@@ -223,7 +229,7 @@ impl Writer {
             })?;
             self.is_buffer_dirty = false;
         }
-        self.file.get_ref().try_clone()
+        Ok(())
     }
 
     /// Persists the journal file.
@@ -233,15 +239,7 @@ impl Writer {
             self.path.display(),
         );
 
-        if self.is_buffer_dirty {
-            self.file.flush().inspect_err(|e| {
-                log::error!(
-                    "Failed to flush journal IO buffers at {}: {e:?}",
-                    self.path.display(),
-                );
-            })?;
-            self.is_buffer_dirty = false;
-        }
+        self.flush_buffer()?;
 
         match mode {
             PersistMode::SyncAll => self.file.get_mut().sync_all().inspect_err(|e| {
