@@ -88,3 +88,68 @@ async fn health_and_metrics_are_served_in_plaintext_on_the_ops_port_only() {
     assert!(m.contains("concord_rpc_duration_seconds_bucket{"), "{m}");
     c.shutdown().await;
 }
+
+/// The value of the sample `name{…}` whose labels include `label` (any labels when empty).
+fn sample(metrics: &str, name: &str, label: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} with {label:?} in\n{metrics}"))
+}
+
+/// An operator reads where a slow write's time went from the leader's metrics:
+/// the proposal as a whole, the raft log's syncs, each follower's AppendEntries
+/// round trip, and the applies (with their batch sizes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_leaders_metrics_split_a_write_into_sync_replication_and_apply() {
+    let c = Cluster::start(3).await;
+    let leader = c.must_leader().await;
+    let department = concord_tests::DEPARTMENTS[leader as usize - 1];
+    for n in 0..3 {
+        c.items(leader)
+            .create_item(concord_proto::item::v1::CreateItemRequest {
+                request_id: format!("metrics-{n}"),
+                content: Some(concord_tests::item_content(
+                    department,
+                    &format!("item {n}"),
+                )),
+            })
+            .await
+            .expect("create");
+    }
+    let ops = c.nodes[&leader]
+        .running
+        .as_ref()
+        .unwrap()
+        .ops_addr
+        .expect("ops port");
+    let m = get(ops, "/metrics").await;
+    let proposals = sample(&m, "concord_proposal_duration_seconds_count", "");
+    assert!(proposals >= 3.0, "{m}");
+    assert!(
+        sample(&m, "concord_proposal_duration_seconds_sum", "") > 0.0,
+        "{m}"
+    );
+    assert!(
+        sample(&m, "concord_log_sync_duration_seconds_count", "") >= 1.0,
+        "{m}"
+    );
+    let batches = sample(&m, "concord_apply_batch_duration_seconds_count", "");
+    assert!(batches >= 1.0, "{m}");
+    // Every proposal was applied, in batches of one or more.
+    assert!(
+        sample(&m, "concord_apply_batch_entries_sum", "") >= proposals,
+        "{m}"
+    );
+    assert!(
+        sample(&m, "concord_apply_batch_entries_sum", "") >= batches,
+        "{m}"
+    );
+    for follower in c.followers(leader) {
+        let peer = format!("peer=\"{follower}\"");
+        let n = sample(&m, "concord_peer_append_duration_seconds_count", &peer);
+        assert!(n >= 1.0, "no AppendEntries timed to {follower}:\n{m}");
+    }
+    c.shutdown().await;
+}

@@ -257,7 +257,12 @@ impl NodeCore {
             timestamp_ms: now_ms(),
             command,
         };
-        Ok(self.raft.client_write(envelope).await?.data)
+        let started = std::time::Instant::now();
+        let written = self.raft.client_write(envelope).await?;
+        self.metrics
+            .proposals
+            .observe(started.elapsed().as_secs_f64());
+        Ok(written.data)
     }
 
     /// The leader's read index, after confirming with a quorum that it still leads.

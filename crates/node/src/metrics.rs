@@ -9,8 +9,8 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::core::NodeCore;
@@ -29,6 +29,11 @@ pub struct Metrics {
     /// Writes this node passed to the leader, and the RPCs that carried them.
     pub forwarded_writes: IntCounter,
     pub forward_batches: IntCounter,
+    /// On the leader, each write from its proposal to its applied result.
+    pub proposals: Histogram,
+    /// On the leader, each AppendEntries from its send to the follower's answer,
+    /// by follower: replication's share of `proposals`.
+    pub peer_appends: HistogramVec,
 }
 
 impl Metrics {
@@ -103,8 +108,29 @@ impl Metrics {
             "Forwarding RPCs that carried them (many writes per RPC under load)",
         )
         .expect("valid metric");
+        // 100 µs to 1.6 s, doubling, as the store's sync and apply histograms.
+        let steps = || prometheus::exponential_buckets(0.0001, 2.0, 15).expect("valid buckets");
+        let proposals = Histogram::with_opts(
+            HistogramOpts::new(
+                "proposal_duration_seconds",
+                "On the leader, a write from its proposal to its applied result",
+            )
+            .buckets(steps()),
+        )
+        .expect("valid metric");
+        let peer_appends = HistogramVec::new(
+            HistogramOpts::new(
+                "peer_append_duration_seconds",
+                "On the leader, an AppendEntries from its send to the follower's answer",
+            )
+            .buckets(steps()),
+            &["peer"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(rpc_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(proposals.clone()),
+            Box::new(peer_appends.clone()),
             Box::new(rpc_seconds.clone()),
             Box::new(raft.clone()),
             Box::new(replication_lag.clone()),
@@ -130,7 +156,18 @@ impl Metrics {
             case_backlog,
             forwarded_writes,
             forward_batches,
+            proposals,
+            peer_appends,
         })
+    }
+
+    /// Adds collectors kept elsewhere (the store's `Timings`) to this node's output.
+    pub fn register(&self, collectors: Vec<Box<dyn prometheus::core::Collector>>) {
+        for c in collectors {
+            if let Err(e) = self.registry.register(c) {
+                tracing::warn!(error = %e, "a metric family was not registered");
+            }
+        }
     }
 
     pub fn observe(&self, method: &str, code: &str, seconds: f64) {

@@ -209,6 +209,8 @@ pub struct NetworkFactory {
     pub snapshot_sends: SnapshotSends,
     /// This node's raft log's JSON of recent entries (`encode_append`).
     pub encoded: Option<EncodedEntries>,
+    /// Where each AppendEntries' round trip goes, by target (`Metrics::peer_appends`).
+    pub append_seconds: Option<prometheus::HistogramVec>,
 }
 
 /// The snapshots this node is sending, by target. A target that installs a
@@ -311,6 +313,10 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             append_stream: None,
             unary_appends: None,
             stream_retry: STREAM_RETRY,
+            append_seconds: self
+                .append_seconds
+                .as_ref()
+                .map(|h| h.with_label_values(&[target.to_string()])),
         }
     }
 }
@@ -330,6 +336,7 @@ pub struct PeerNetwork {
     /// unary AppendEntries to it for `stream_retry` from then.
     unary_appends: Option<Instant>,
     stream_retry: Duration,
+    append_seconds: Option<prometheus::Histogram>,
 }
 
 /// A stream of requests answered one by one, in turn.
@@ -525,10 +532,9 @@ impl PeerNetwork {
             }
         }
     }
-}
 
-impl RaftNetwork<TypeConfig> for PeerNetwork {
-    async fn append_entries(
+    /// One AppendEntries, on the stream if the target has one.
+    async fn append_entries_now(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
@@ -550,6 +556,21 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         let data = encode_append(&rpc, self.encoded.as_ref()).map_err(network_err)?;
         self.call_encoded(RaftRpc::AppendEntries, data, vec![], option.hard_ttl())
             .await
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerNetwork {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        let started = Instant::now();
+        let answer = self.append_entries_now(rpc, option).await;
+        if let (Ok(_), Some(h)) = (&answer, &self.append_seconds) {
+            h.observe(started.elapsed().as_secs_f64());
+        }
+        answer
     }
 
     async fn install_snapshot(
@@ -617,6 +638,7 @@ mod tests {
             },
             snapshot_sends: SnapshotSends::default(),
             encoded: None,
+            append_seconds: None,
         };
         factory
             .new_client(

@@ -187,11 +187,14 @@ pub async fn start_with_listener(
     };
     let peers = Peers::new(security.tls.clone());
     let snapshot_sends = crate::network::SnapshotSends::default();
+    let metrics = crate::metrics::Metrics::new(config.node_id, &config.department);
+    metrics.register(reader.timings().collectors());
     let network = NetworkFactory {
         peers: peers.clone(),
         snapshot_timeouts: config.snapshot_timeouts(),
         snapshot_sends: snapshot_sends.clone(),
         encoded: Some(log_store.encoded_entries()),
+        append_seconds: Some(metrics.peer_appends.clone()),
     };
     let raft = Raft::new(
         config.node_id,
@@ -203,7 +206,6 @@ pub async fn start_with_listener(
     .await
     .map_err(|e| StartError::Raft(e.to_string()))?;
     let (stopping, _) = tokio::sync::watch::channel(false);
-    let metrics = crate::metrics::Metrics::new(config.node_id, &config.department);
     let core = Arc::new(NodeCore {
         id: config.node_id,
         department: config.department.clone(),

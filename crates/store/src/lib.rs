@@ -32,6 +32,7 @@ pub mod snapshot;
 pub mod state_machine;
 #[cfg(test)]
 mod test_entries;
+pub mod timings;
 pub mod wal;
 
 use std::fmt;
@@ -137,6 +138,7 @@ pub(crate) struct Shared {
     /// Which request ids the state certainly does not remember (`request_ids`).
     pub request_ids: request_ids::RequestIds,
     pub options: StoreOptions,
+    pub timings: timings::Timings,
 }
 
 /// Opens (or creates) the store under `dir`.
@@ -176,7 +178,9 @@ pub fn open(
         Some(v) => serde_json::from_slice(&v).map_err(io_err)?,
         None => None,
     };
+    let timings = timings::Timings::default();
     let wal = wal::Wal::open(&dir.join("log"), last_purged.map(|l| l.index))?;
+    wal.time_syncs(timings.log_sync.clone());
     if let Some(old) = legacy {
         old.finish(&wal)?;
     }
@@ -198,6 +202,7 @@ pub fn open(
         hot: Default::default(),
         request_ids: Default::default(),
         options,
+        timings,
     });
     // No apply runs before `open` returns, so the build sees every remembered id
     // (an install by `recover` clears it and builds it again).

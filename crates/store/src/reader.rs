@@ -85,6 +85,11 @@ pub struct StoreReader {
 }
 
 impl StoreReader {
+    /// The store's histograms, for the node's /metrics.
+    pub fn timings(&self) -> &crate::timings::Timings {
+        &self.shared.timings
+    }
+
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         StoreReader { shared }
     }

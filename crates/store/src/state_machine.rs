@@ -286,6 +286,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: OptionalSend,
     {
         let _guard = self.shared.apply_lock.lock().await;
+        let started = std::time::Instant::now();
+        let mut applied_entries = 0u32;
         let sm = &self.shared.sm;
         let base = CachedView {
             base: KeyspaceView(sm),
@@ -298,6 +300,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut last: Option<LogId<NodeId>> = None;
         for entry in entries {
             let revision = entry.log_id.index;
+            applied_entries += 1;
             last = Some(entry.log_id);
             match entry.payload {
                 EntryPayload::Blank => responses.push(Response {
@@ -365,6 +368,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             rebuild_request_ids(&self.shared);
         }
         self.shared.applied.send_replace(last.index);
+        let timings = &self.shared.timings;
+        timings.apply.observe(started.elapsed().as_secs_f64());
+        timings.apply_entries.observe(f64::from(applied_entries));
         Ok(responses)
     }
 

@@ -22,7 +22,8 @@ use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use crate::durability::Durability;
 
@@ -78,6 +79,8 @@ struct Inner {
 pub struct Wal {
     inner: Mutex<Inner>,
     durability: Durability,
+    /// Where each sync's duration goes, once the node gives one (`time_syncs`).
+    sync_timer: Arc<OnceLock<prometheus::Histogram>>,
 }
 
 /// An entry of the cache, with the JSON its record holds when this node appended
@@ -270,14 +273,21 @@ impl Wal {
                 .map_err(io(dir))?,
         ));
         let synced = active.clone();
+        let sync_timer: Arc<OnceLock<prometheus::Histogram>> = Arc::default();
+        let timer = sync_timer.clone();
         let durability = Durability::start(
             "concord-wal",
-            Arc::new(
-                move || match &*synced.lock().unwrap_or_else(|p| p.into_inner()) {
+            Arc::new(move || {
+                let started = Instant::now();
+                let r = match &*synced.lock().unwrap_or_else(|p| p.into_inner()) {
                     Some(f) => f.sync_data(),
                     None => Ok(()),
-                },
-            ),
+                };
+                if let Some(h) = timer.get() {
+                    h.observe(started.elapsed().as_secs_f64());
+                }
+                r
+            }),
         )
         .map_err(io(dir))?;
         let mut inner = Inner {
@@ -293,7 +303,14 @@ impl Wal {
         Ok(Wal {
             inner: Mutex::new(inner),
             durability,
+            sync_timer,
         })
+    }
+
+    /// Observes each sync's duration in `histogram` from now on (the first call
+    /// wins).
+    pub fn time_syncs(&self, histogram: prometheus::Histogram) {
+        let _ = self.sync_timer.set(histogram);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
