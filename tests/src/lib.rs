@@ -27,6 +27,40 @@ use concord_proto::item::v1::{DepartmentDuty, ItemContent};
 use concord_proto::watch::v1::watch_service_client::WatchServiceClient;
 use tonic::transport::Channel;
 
+/// The first of `n` consecutive ports on 127.0.0.1 that nothing listens on, for
+/// nodes started as processes (which bind their ports themselves, later).
+///
+/// Taken below the kernel's ephemeral range: a port that binding port 0 gives is
+/// one any outgoing connection may take before the node binds it. In CI the scale
+/// bench's learner, started a minute after the check, lost its port that way, and
+/// the run waited for it until the test's timeout. Candidates are spread by process
+/// and by call, so concurrent tests do not pick the same ones.
+pub fn free_ports(n: u16) -> u16 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let ephemeral: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let low: u16 = 10_000;
+    let span = u64::from(ephemeral.saturating_sub(low).saturating_sub(n).max(1));
+    let seed = u64::from(std::process::id()) << 20 ^ CALLS.fetch_add(1, Ordering::Relaxed) << 8;
+    for attempt in 0..1000u64 {
+        // splitmix64 of the seed: neighbouring seeds land far apart.
+        let mut z = (seed + attempt).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        let first = low + ((z ^ (z >> 31)) % span) as u16;
+        let held: Vec<_> = (0..n)
+            .map(|i| std::net::TcpListener::bind(("127.0.0.1", first + i)))
+            .collect();
+        if held.iter().all(|r| r.is_ok()) {
+            return first;
+        }
+    }
+    panic!("no {n} consecutive free ports between {low} and {ephemeral}");
+}
+
 /// Whether `program` runs (as `program version_arg`). In CI (`CI` set) its absence
 /// fails the test instead of skipping it, as Docker's does
 /// ([`docker::require_docker`]).

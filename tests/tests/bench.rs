@@ -13,24 +13,6 @@ fn concord_binary() -> std::path::PathBuf {
     dir.join("concord")
 }
 
-/// A port p with p..p+n free.
-fn free_ports(n: u16) -> u16 {
-    for _ in 0..100 {
-        let first = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let p = first.local_addr().expect("addr").port();
-        if p > 65000 {
-            continue;
-        }
-        let rest: Vec<_> = (1..n)
-            .map(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)))
-            .collect();
-        if rest.iter().all(|r| r.is_ok()) {
-            return p;
-        }
-    }
-    panic!("no {n} consecutive free ports");
-}
-
 /// Runs `concord bench ARGS --dir DIR`, asserts it succeeded, returns its stdout.
 fn bench(args: &[&str], dir: &std::path::Path) -> String {
     let out = Command::new(concord_binary())
@@ -70,7 +52,7 @@ fn clean_line<'a>(stdout: &'a str, op: &str, clients: usize) -> &'a str {
 #[test]
 fn the_standard_suite_prints_a_line_per_run_without_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_ports(3).to_string();
+    let port = concord_tests::free_ports(3).to_string();
     let stdout = bench(
         &["--local", "--duration", "1", "--base-port", &port],
         &dir.path().join("bench"),
@@ -96,7 +78,7 @@ fn the_standard_suite_prints_a_line_per_run_without_errors() {
 #[test]
 fn the_scale_mode_loads_then_measures_memory_restart_and_a_learners_catch_up() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_ports(4).to_string();
+    let port = concord_tests::free_ports(4).to_string();
     let stdout = bench(
         &[
             "--local",
@@ -158,7 +140,7 @@ fn the_etcd_mode_runs_the_suites_writes_and_reads_against_etcd() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let port = free_ports(13).to_string();
+    let port = concord_tests::free_ports(13).to_string();
     let stdout = bench(
         &["--local", "--etcd", "--duration", "1", "--base-port", &port],
         &dir.path().join("etcd"),

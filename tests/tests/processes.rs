@@ -32,14 +32,6 @@ struct Proc {
     env: Vec<(String, String)>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 fn spawn(env: &[(String, String)], log: &std::path::Path) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -74,7 +66,7 @@ async fn start_three(
 ) -> (Vec<String>, BTreeMap<u64, Proc>, u64) {
     let departments = DEPARTMENTS;
     let addrs: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .map(|_| format!("127.0.0.1:{}", concord_tests::free_ports(1)))
         .collect();
     let members: Vec<String> = (0..3)
         .map(|i| format!("{}={}@{}", i + 1, departments[i], addrs[i]))

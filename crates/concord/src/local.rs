@@ -209,6 +209,20 @@ impl LocalCluster {
         Ok(i)
     }
 
+    /// Fails when a node has exited (say, its port was taken): a wait on the
+    /// cluster that checks this ends at once instead of at its timeout.
+    pub fn check_running(&mut self) -> anyhow::Result<()> {
+        match exited(&mut self.children) {
+            Some((i, status)) => bail!(
+                "node {} exited ({status}); see node-{}.log in {}",
+                i + 1,
+                i + 1,
+                self.launch.dir.display()
+            ),
+            None => Ok(()),
+        }
+    }
+
     pub fn pids(&self) -> Vec<u32> {
         self.children.iter().filter_map(|c| c.id()).collect()
     }
@@ -265,15 +279,21 @@ impl LocalCluster {
     }
 }
 
+/// The first child found to have exited, with its index and exit status.
+fn exited(children: &mut [tokio::process::Child]) -> Option<(usize, std::process::ExitStatus)> {
+    children
+        .iter_mut()
+        .enumerate()
+        .find_map(|(i, c)| c.try_wait().ok().flatten().map(|status| (i, status)))
+}
+
 /// Resolves when any child has exited, with its index and exit status.
 pub async fn first_exit(
     children: &mut [tokio::process::Child],
 ) -> (usize, std::process::ExitStatus) {
     loop {
-        for (i, c) in children.iter_mut().enumerate() {
-            if let Ok(Some(status)) = c.try_wait() {
-                return (i, status);
-            }
+        if let Some(exit) = exited(children) {
+            return exit;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

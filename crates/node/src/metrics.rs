@@ -108,8 +108,7 @@ impl Metrics {
             "Forwarding RPCs that carried them (many writes per RPC under load)",
         )
         .expect("valid metric");
-        // 100 µs to 1.6 s, doubling, as the store's sync and apply histograms.
-        let steps = || prometheus::exponential_buckets(0.0001, 2.0, 15).expect("valid buckets");
+        let steps = concord_store::timings::duration_buckets;
         let proposals = Histogram::with_opts(
             HistogramOpts::new(
                 "proposal_duration_seconds",

@@ -11,15 +11,16 @@
 use prometheus::core::Collector;
 use prometheus::{exponential_buckets, Histogram, HistogramOpts};
 
-fn histogram(name: &str, help: &str, buckets: Result<Vec<f64>, prometheus::Error>) -> Histogram {
+fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
     // Fixed names and bucket layouts: valid by construction.
-    let buckets = buckets.expect("valid buckets");
     Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric")
 }
 
-/// 100 µs to 1.6 s, doubling: from a sync on a fast SSD to a stalled disk.
-fn seconds() -> Result<Vec<f64>, prometheus::Error> {
-    exponential_buckets(0.0001, 2.0, 15)
+/// 100 µs to 1.6 s, doubling: from a sync on a fast SSD to a stalled disk. The
+/// node's proposal and AppendEntries histograms use the same, so their buckets
+/// line up with these.
+pub fn duration_buckets() -> Vec<f64> {
+    exponential_buckets(0.0001, 2.0, 15).expect("valid buckets")
 }
 
 #[derive(Clone)]
@@ -38,17 +39,17 @@ impl Default for Timings {
             log_sync: histogram(
                 "log_sync_duration_seconds",
                 "Raft log fdatasync time, one per group of appended entries",
-                seconds(),
+                duration_buckets(),
             ),
             apply: histogram(
                 "apply_batch_duration_seconds",
                 "Time to apply a batch of committed entries to the state machine and write it",
-                seconds(),
+                duration_buckets(),
             ),
             apply_entries: histogram(
                 "apply_batch_entries",
                 "Committed entries per applied batch",
-                exponential_buckets(1.0, 2.0, 10),
+                exponential_buckets(1.0, 2.0, 10).expect("valid buckets"),
             ),
         }
     }

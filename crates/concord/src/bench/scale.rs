@@ -14,7 +14,7 @@ use concord_proto::cluster::v1::cluster_service_client::ClusterServiceClient;
 use concord_proto::cluster::v1::{StatusRequest, StatusResponse};
 
 use super::{case_request, channels, conns, receiver, rss_mb, BenchArgs, Endpoint};
-use crate::local::{wait_ready, LocalCluster, Spec};
+use crate::local::{first_exit, wait_ready, LocalCluster, Spec};
 
 const DEPARTMENTS: [&str; 4] = ["SAMR", "TRANS", "JUST", "ECO"];
 
@@ -84,12 +84,16 @@ async fn measure(args: &BenchArgs, records: u64, cluster: &mut LocalCluster) -> 
         .commit_index;
     let started = Instant::now();
     cluster.kill_and_restart(i).await?;
-    wait_ready(
-        &cluster.addrs[i..=i],
-        cluster.tls.clone(),
-        Duration::from_secs(300),
-    )
-    .await?;
+    tokio::select! {
+        ready = wait_ready(
+            &cluster.addrs[i..=i],
+            cluster.tls.clone(),
+            Duration::from_secs(300),
+        ) => ready?,
+        (n, status) = first_exit(&mut cluster.children) => {
+            bail!("node {} exited after its restart ({status})", n + 1)
+        }
+    }
     let serving = started.elapsed().as_secs_f64();
     wait_applied(cluster, i, target, Duration::from_secs(300)).await?;
     println!(
@@ -194,13 +198,14 @@ async fn status(cluster: &LocalCluster, i: usize) -> anyhow::Result<StatusRespon
 
 /// Waits until node `i` has applied log index `index`.
 async fn wait_applied(
-    cluster: &LocalCluster,
+    cluster: &mut LocalCluster,
     i: usize,
     index: u64,
     timeout: Duration,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
+        cluster.check_running()?;
         if let Ok(s) = status(cluster, i).await {
             if s.applied_index >= index {
                 return Ok(());
